@@ -1,0 +1,5 @@
+"""``python -m wasmformer`` is the ``wasmformer`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,125 @@
+"""The Python API: ``load`` a program into an instance, ``run`` a WASI program.
+
+Both take a path (.c/.wat/.wasm), C or .wat source text, or wasm bytes. The
+``engine`` argument picks the executor; every engine must give the same
+results. Engines plug in here; today there is the reference machine.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from . import machine
+from .errors import InputError, Trap
+from .toolchain import program_bytes
+from .wasm import load_module
+
+ENGINES = ("reference",)
+PLANNED_ENGINES = ("torch", "fast")
+
+Program = str | bytes | os.PathLike
+
+
+def _check_engine(engine: str) -> None:
+    if engine in ENGINES:
+        return
+    if engine in PLANNED_ENGINES:
+        raise InputError(f"engine '{engine}' is not available yet (available: {', '.join(ENGINES)})")
+    raise InputError(f"unknown engine '{engine}' (available: {', '.join(ENGINES)})")
+
+
+class Instance:
+    """An instantiated module whose state (memory, globals, tables) persists across calls."""
+
+    def __init__(self, program: Program, *, host: machine.WasiHost | None = None):
+        resolved = program_bytes(program)
+        self.name = resolved.name
+        self.module = load_module(resolved.wasm)
+        self._machine = machine.Instance(self.module, host=host)
+
+    def invoke(
+        self,
+        export_name: str,
+        args: Sequence[int] = (),
+        *,
+        engine: str = "reference",
+        max_steps: int | None = None,
+    ) -> list:
+        """Call an exported function; returns its results (i32/i64 as signed ints)."""
+        _check_engine(engine)
+        return self._machine.invoke(export_name, list(args), max_steps=max_steps)
+
+    @property
+    def instructions(self) -> int:
+        """WebAssembly instructions executed so far, counted as wasmtime's fuel counts them."""
+        return self._machine.instructions
+
+
+def load(program: Program) -> Instance:
+    """Load a module (no WASI world attached beyond what it imports): see ``Instance``."""
+    return Instance(program, host=machine.WasiHost())
+
+
+@dataclass(frozen=True)
+class RunResult:
+    stdout: bytes
+    stderr: bytes
+    exit_code: int
+    instructions: int
+    seconds: float
+    tokens: int | None = None  # trace tokens: set by the transformer engines
+    trap: str | None = None  # the trap reason, when the program trapped (exit code 134)
+
+
+def run(
+    program: Program,
+    *,
+    engine: str = "reference",
+    max_steps: int | None = None,
+    on_stdout: Callable[[bytes], None] | None = None,
+    on_stderr: Callable[[bytes], None] | None = None,
+) -> RunResult:
+    """Run a WASI program's ``_start`` to completion.
+
+    ``on_stdout``/``on_stderr`` receive output bytes as they are written
+    (for streaming); the result also holds all of it. A trap returns
+    ``exit_code=134`` with ``trap`` set; a budget overrun raises BudgetExceeded.
+    """
+    _check_engine(engine)
+    out, err = bytearray(), bytearray()
+
+    def write_out(data: bytes) -> None:
+        out.extend(data)
+        if on_stdout:
+            on_stdout(data)
+
+    def write_err(data: bytes) -> None:
+        err.extend(data)
+        if on_stderr:
+            on_stderr(data)
+
+    host = machine.WasiHost(stdout=write_out, stderr=write_err)
+    start = time.perf_counter()
+    instance = None
+    trap = None
+    try:
+        instance = Instance(program, host=host)
+        if "_start" not in {e.name for e in instance.module.exports if e.kind == "func"}:
+            raise InputError(f"{instance.name}: no exported _start function to run")
+        instance.invoke("_start", max_steps=max_steps)
+        exit_code = 0
+    except machine.ProcExit as exc:
+        exit_code = exc.code
+    except Trap as exc:
+        exit_code, trap = Trap.exit_code, exc.reason
+    return RunResult(
+        stdout=bytes(out),
+        stderr=bytes(err),
+        exit_code=exit_code,
+        instructions=instance.instructions if instance is not None else 0,
+        seconds=time.perf_counter() - start,
+        trap=trap,
+    )

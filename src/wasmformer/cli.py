@@ -1,0 +1,151 @@
+"""The ``wasmformer`` command line: run, compile and check programs.
+
+Every failure a user can cause ends in one line on stderr and a documented
+exit code (see errors.py); a Python traceback means a bug in wasmformer.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from . import api
+from .errors import BudgetExceeded, InputError, WasmformerError
+from .toolchain import program_bytes
+from .wasm import load_module
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="A transformer that executes WebAssembly programs in its own weights.",
+)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_INTERNAL = 70
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    err_console.print(message, markup=False)
+    return typer.Exit(code)
+
+
+def _write_stream(stream) -> Callable[[bytes], None]:
+    def write(data: bytes) -> None:
+        stream.write(data)
+        stream.flush()
+
+    return write
+
+
+@app.command()
+def run(
+    program: str = typer.Argument(..., help="PROG.c, PROG.wat or PROG.wasm (a WASI program)."),
+    engine: str = typer.Option("reference", help="Executor: reference (torch and fast: coming)."),
+    max_steps: int = typer.Option(
+        None, "--max-steps", "--max-tokens", help="Stop after this many executed instructions."
+    ),
+    stats: bool = typer.Option(False, "--stats", help="Print instructions, time and speed to stderr."),
+) -> None:
+    """Run a program; its stdout is printed byte for byte and its exit code returned."""
+    stdout = sys.stdout.buffer
+    stderr = sys.stderr.buffer
+    start = time.perf_counter()
+    try:
+        result = api.run(
+            program,
+            engine=engine,
+            max_steps=max_steps,
+            on_stdout=_write_stream(stdout),
+            on_stderr=_write_stream(stderr),
+        )
+    except BudgetExceeded as exc:
+        raise _fail(str(exc), exc.exit_code) from None
+    if result.trap is not None:
+        err_console.print(f"trap: {result.trap}", markup=False)
+    if stats:
+        seconds = time.perf_counter() - start
+        rate = result.instructions / result.seconds if result.seconds > 0 else 0.0
+        err_console.print(
+            f"engine={engine} instructions={result.instructions} "
+            f"wall={seconds:.3f}s run={result.seconds:.3f}s speed={rate:,.0f} instr/s "
+            f"exit={result.exit_code}",
+            markup=False,
+        )
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def compile(
+    program: str = typer.Argument(..., help="PROG.c or PROG.wat to compile."),
+    output: Path = typer.Option(None, "-o", "--output", help="Output .wasm (default: PROG.wasm)."),
+) -> None:
+    """Compile C (zig cc, wasm32-wasi, wasi-libc) or .wat text to a validated .wasm file."""
+    source = Path(program)
+    if source.suffix.lower() == ".wasm":
+        raise InputError(f"{program} is already a .wasm file")
+    resolved = program_bytes(source)
+    load_module(resolved.wasm)  # refuse to write a module we could not run
+    target = output or source.with_suffix(".wasm")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(resolved.wasm)
+        tmp.replace(target)  # no partial output file on failure
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write {target}: {exc.strerror}") from None
+    err_console.print(f"wrote {target} ({len(resolved.wasm):,} bytes)", markup=False)
+
+
+@app.command()
+def check(program: str = typer.Argument(..., help="PROG.c, PROG.wat or PROG.wasm.")) -> None:
+    """Decode and validate a module and summarise it."""
+    resolved = program_bytes(program)
+    module = load_module(resolved.wasm)
+    n_instr = sum(len(f.body) for f in module.funcs)
+    imports = ", ".join(f"{i.module}.{i.name}" for i in module.imports) or "none"
+    exports = ", ".join(e.name for e in module.exports) or "none"
+    print(f"{resolved.name}: valid, {len(resolved.wasm):,} bytes, {len(module.funcs)} functions, "
+          f"{n_instr:,} instructions")
+    print(f"imports: {imports}")
+    print(f"exports: {exports}")
+
+
+def main() -> None:
+    """Console-script entry point: turn every known failure into one line and an exit code."""
+    try:
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except WasmformerError as exc:
+        err_console.print(str(exc), markup=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted", markup=False)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(141)
+    except typer.Abort:
+        sys.exit(130)
+    except typer.TyperException as exc:  # usage errors: typer's own message, exit 2
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            err_console.print(str(exc), markup=False)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback
+        if os.environ.get("WASMFORMER_DEBUG"):
+            raise
+        err_console.print(
+            f"internal error: {type(exc).__name__}: {exc} (set WASMFORMER_DEBUG=1 for details)",
+            markup=False,
+        )
+        sys.exit(EXIT_INTERNAL)

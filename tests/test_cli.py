@@ -1,0 +1,134 @@
+"""The command line as a user meets it: outputs, exit codes, and bad input.
+
+Every bad input must give exactly one line on stderr, the documented exit
+code, and never a Python traceback.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+LOOP_FOREVER = '(module (func (export "_start") (loop (br 0))))'
+DIVIDE_BY_ZERO = """(module (func (export "_start")
+  i32.const 1 i32.const 0 i32.div_u drop))"""
+WRITE_AND_EXIT = """(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "hi\\n")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16)) (i32.store (i32.const 4) (i32.const 3))
+    (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (call $exit (i32.const 7))))"""
+
+
+def wasmformer(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "wasmformer", *args], capture_output=True, cwd=cwd, timeout=300
+    )
+
+
+def assert_one_clean_line(proc: subprocess.CompletedProcess, code: int, contains: str) -> None:
+    err = proc.stderr.decode()
+    assert proc.returncode == code, (proc.returncode, err)
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert contains in lines[0], err
+
+
+def test_run_prints_stdout_and_returns_exit_code(tmp_path: Path) -> None:
+    prog = tmp_path / "w.wat"
+    prog.write_text(WRITE_AND_EXIT)
+    proc = wasmformer("run", str(prog))
+    assert proc.stdout == b"hi\n"
+    assert proc.returncode == 7
+    assert proc.stderr == b""
+
+
+def test_run_stats_go_to_stderr(tmp_path: Path) -> None:
+    prog = tmp_path / "w.wat"
+    prog.write_text(WRITE_AND_EXIT)
+    proc = wasmformer("run", str(prog), "--stats")
+    assert proc.stdout == b"hi\n"
+    assert b"instructions=" in proc.stderr and b"instr/s" in proc.stderr
+
+
+def test_missing_file() -> None:
+    assert_one_clean_line(wasmformer("run", "no/such/prog.c"), 2, "no such file")
+
+
+def test_not_a_wasm_file(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.wasm"
+    junk.write_bytes(b"this is not wasm at all")
+    assert_one_clean_line(wasmformer("run", str(junk)), 2, "not a WebAssembly binary")
+
+
+def test_truncated_wasm(tmp_path: Path) -> None:
+    good = tmp_path / "w.wat"
+    good.write_text(WRITE_AND_EXIT)
+    out = tmp_path / "w.wasm"
+    assert wasmformer("compile", str(good), "-o", str(out)).returncode == 0
+    data = out.read_bytes()
+    out.write_bytes(data[: len(data) * 2 // 3])
+    assert_one_clean_line(wasmformer("run", str(out)), 2, "malformed module")
+
+
+def test_invalid_module(tmp_path: Path) -> None:
+    # i32.add on an empty stack: decodes fine, fails validation.
+    bad = tmp_path / "bad.wasm"
+    bad.write_bytes(
+        bytes.fromhex("0061736d01000000")  # magic, version
+        + bytes.fromhex("010401600000")  # type section: () -> ()
+        + bytes.fromhex("03020100")  # function section: one function of type 0
+        + bytes.fromhex("070a01065f73746172740000")  # export "_start" = function 0
+        + bytes.fromhex("0a05010300" + "6a0b")  # code: no locals, i32.add, end
+    )
+    assert_one_clean_line(wasmformer("run", str(bad)), 2, "invalid module")
+
+
+def test_c_that_does_not_compile(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.c"
+    bad.write_text("int main(void) { return undefined_name; }\n")
+    proc = wasmformer("run", str(bad))
+    assert_one_clean_line(proc, 2, "compile error")
+    assert b"undefined_name" in proc.stderr
+
+
+def test_program_that_never_stops(tmp_path: Path) -> None:
+    prog = tmp_path / "loop.wat"
+    prog.write_text(LOOP_FOREVER)
+    assert_one_clean_line(wasmformer("run", str(prog), "--max-steps", "10000"), 124, "budget")
+
+
+def test_trap(tmp_path: Path) -> None:
+    prog = tmp_path / "trap.wat"
+    prog.write_text(DIVIDE_BY_ZERO)
+    assert_one_clean_line(wasmformer("run", str(prog)), 134, "trap: integer divide by zero")
+
+
+def test_unknown_engine(tmp_path: Path) -> None:
+    prog = tmp_path / "w.wat"
+    prog.write_text(WRITE_AND_EXIT)
+    assert_one_clean_line(wasmformer("run", str(prog), "--engine", "warp"), 2, "unknown engine")
+
+
+def test_compile_writes_wasm_and_no_partial_file_on_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.c"
+    bad.write_text("int main(void) { return }\n")
+    out = tmp_path / "bad.wasm"
+    assert_one_clean_line(wasmformer("compile", str(bad), "-o", str(out)), 2, "compile error")
+    assert not out.exists() and list(tmp_path.iterdir()) == [bad]
+
+
+@pytest.mark.parametrize("args", [["check"], ["run", "--max-steps", "x", "a.c"]])
+def test_usage_errors_are_not_tracebacks(args: list[str]) -> None:
+    proc = wasmformer(*args)
+    assert proc.returncode == 2
+    assert b"Traceback" not in proc.stderr
