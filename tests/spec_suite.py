@@ -56,5 +56,5 @@ def is_integer_only(command: dict) -> bool:
 
 
 def int_value(v: dict) -> int:
-    """A spec JSON integer value (an unsigned decimal string) as an unsigned int."""
+    """A spec JSON integer value (a decimal string, signed or not) as written."""
     return int(v["value"])

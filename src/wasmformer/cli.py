@@ -29,6 +29,8 @@ app = typer.Typer(
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_INTERNAL = 70
+# A runaway program stops here unless the user asks for more (minutes of reference execution).
+DEFAULT_MAX_STEPS = 1_000_000_000
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -49,11 +51,16 @@ def run(
     program: str = typer.Argument(..., help="PROG.c, PROG.wat or PROG.wasm (a WASI program)."),
     engine: str = typer.Option("reference", help="Executor: reference (torch and fast: coming)."),
     max_steps: int = typer.Option(
-        None, "--max-steps", "--max-tokens", help="Stop after this many executed instructions."
+        DEFAULT_MAX_STEPS,
+        "--max-steps",
+        "--max-tokens",
+        help="Stop (exit 124) after this many executed instructions; 0 means no limit.",
     ),
     stats: bool = typer.Option(False, "--stats", help="Print instructions, time and speed to stderr."),
 ) -> None:
     """Run a program; its stdout is printed byte for byte and its exit code returned."""
+    if max_steps < 0:
+        raise InputError(f"--max-steps must be 0 (no limit) or positive, not {max_steps}")
     stdout = sys.stdout.buffer
     stderr = sys.stderr.buffer
     start = time.perf_counter()
@@ -61,7 +68,7 @@ def run(
         result = api.run(
             program,
             engine=engine,
-            max_steps=max_steps,
+            max_steps=max_steps or None,
             on_stdout=_write_stream(stdout),
             on_stderr=_write_stream(stderr),
         )
