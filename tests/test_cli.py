@@ -132,3 +132,56 @@ def test_usage_errors_are_not_tracebacks(args: list[str]) -> None:
     proc = wasmformer(*args)
     assert proc.returncode == 2
     assert b"Traceback" not in proc.stderr
+
+
+# --- every row of docs/ERRORS.md not covered above ---
+
+TRAPS = {
+    "out of bounds memory access": "(memory 1) (func (export \"_start\") i32.const 70000 i32.load drop)",
+    "unreachable": "(func (export \"_start\") unreachable)",
+    "integer overflow": "(func (export \"_start\") i32.const 0x80000000 i32.const -1 i32.div_s drop)",
+    "call stack exhausted": "(func $f (export \"_start\") call $f)",
+    "indirect call type mismatch": (
+        "(type $t (func (result i32))) (table 1 funcref) (elem (i32.const 0) $g) (func $g)"
+        " (func (export \"_start\") i32.const 0 call_indirect (type $t) drop)"
+    ),
+    "uninitialized element": (
+        "(type $t (func)) (table 1 funcref) (func (export \"_start\") i32.const 0 call_indirect (type $t))"
+    ),
+    "undefined element": (
+        "(type $t (func)) (table 1 funcref) (func (export \"_start\") i32.const 5 call_indirect (type $t))"
+    ),
+    "unsupported: f64.const": "(func (export \"_start\") f64.const 1 f64.const 2 f64.add drop)",
+}
+
+
+@pytest.mark.parametrize("reason", sorted(TRAPS))
+def test_every_trap_kind(tmp_path: Path, reason: str) -> None:
+    prog = tmp_path / "trap.wat"
+    prog.write_text(f"(module {TRAPS[reason]})")
+    assert_one_clean_line(wasmformer("run", str(prog)), 134, f"trap: {reason}")
+
+
+@pytest.mark.parametrize(
+    ("wat", "code", "message"),
+    [
+        ('(module (import "env" "f" (func)) (func (export "_start") call 0))', 2, "unknown import: env.f"),
+        ('(module (func (export "main")))', 2, "no exported _start"),
+        ('(module (func (export "_start") (local v128)))', 2, "SIMD is not supported"),
+        ("(module (func (export \"_start\") i32.bogus))", 2, "wat error"),
+    ],
+)
+def test_module_level_errors(tmp_path: Path, wat: str, code: int, message: str) -> None:
+    prog = tmp_path / "m.wat"
+    prog.write_text(wat)
+    assert_one_clean_line(wasmformer("run", str(prog)), code, message)
+
+
+def test_directory_instead_of_program(tmp_path: Path) -> None:
+    assert_one_clean_line(wasmformer("run", str(tmp_path)), 2, "is a directory")
+
+
+def test_negative_step_budget(tmp_path: Path) -> None:
+    prog = tmp_path / "w.wat"
+    prog.write_text(WRITE_AND_EXIT)
+    assert_one_clean_line(wasmformer("run", str(prog), "--max-steps", "-1"), 2, "--max-steps")
