@@ -1,0 +1,176 @@
+"""The transformer: a plain decoder-only model; every weight comes from a compiled graph.
+
+    x = wte(token) + wpe([p, p**2])     # (B, T, d_model) token features, constant one, positions
+    for block in blocks:
+        x = x + attn(x)                 # multi-head softmax attention, causal
+        x = x + ffn(x)                  # gated ReLU: down(relu(gate(x)) * up(x))
+    logits = lm_head(x)                 # the next token is the argmax
+
+No biases and no normalisation: constants come from the residual's constant-one
+dimension (a column of ``wte`` that is 1 for every token). The positional encoding is
+linear: ``wpe`` maps the features p and p**2 (from ``torch.arange``) into their residual
+dimensions. The inverse temperature of the hardmax heads is folded into the query
+weights, so scores are plain dot products (no 1/sqrt(d) scale). A *strict* head
+attends to j < p instead of j <= p; a head with no candidate (strict, p = 0) outputs 0.
+Nothing is trained: ``model.build`` sets the weights, ``model.numerics`` says where they
+are exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .numerics import check_runtime
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    vocab_size: int
+    max_len: int  # positions 0 .. max_len-1 (the range the numerics guard proved)
+    d_model: int
+    n_layer: int
+    n_head: int
+    d_qk: int  # query/key width per head
+    d_v: int  # value width per head
+    d_ff: int  # hidden units per FFN
+    dtype: str = "float64"
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
+
+
+class LayerCache:
+    """One layer's keys and values for every position so far, preallocated to max_len."""
+
+    def __init__(self, cfg: ModelConfig, batch: int, device: torch.device | None):
+        shape = (batch, cfg.n_head, cfg.max_len)
+        self.keys = torch.zeros(*shape, cfg.d_qk, dtype=cfg.torch_dtype, device=device)
+        self.values = torch.zeros(*shape, cfg.d_v, dtype=cfg.torch_dtype, device=device)
+
+    def extend(self, start: int, k: torch.Tensor, v: torch.Tensor):
+        """Store k, v (B, H, T, d) at positions start.. and return all of 0..start+T-1."""
+        end = start + k.shape[2]
+        self.keys[:, :, start:end] = k
+        self.values[:, :, start:end] = v
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+
+class KVCache:
+    """The state of incremental decoding: every layer's keys/values and the length so far."""
+
+    def __init__(self, cfg: ModelConfig, batch: int = 1, device: torch.device | None = None):
+        self.length = 0
+        self.layers = [LayerCache(cfg, batch, device) for _ in range(cfg.n_layer)]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head, self.d_qk, self.d_v = cfg.n_head, cfg.d_qk, cfg.d_v
+        self.query = nn.Linear(cfg.d_model, cfg.n_head * cfg.d_qk, bias=False)
+        self.key = nn.Linear(cfg.d_model, cfg.n_head * cfg.d_qk, bias=False)
+        self.value = nn.Linear(cfg.d_model, cfg.n_head * cfg.d_v, bias=False)
+        self.out = nn.Linear(cfg.n_head * cfg.d_v, cfg.d_model, bias=False)
+        self.register_buffer("strict", torch.zeros(cfg.n_head, dtype=torch.bool))
+
+    def split(self, x: torch.Tensor, width: int) -> torch.Tensor:
+        b, t, _ = x.shape  # (B, T, H*width) -> (B, H, T, width)
+        return x.view(b, t, self.n_head, width).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, start: int, cache: LayerCache | None) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.split(self.query(x), self.d_qk)  # (B, H, T, d_qk)
+        k = self.split(self.key(x), self.d_qk)  # (B, H, T, d_qk)
+        v = self.split(self.value(x), self.d_v)  # (B, H, T, d_v)
+        if cache is not None:
+            k, v = cache.extend(start, k, v)  # (B, H, start+T, .)
+        at_q = torch.arange(start, start + t, device=x.device)
+        at_k = torch.arange(k.shape[2], device=x.device)
+        last = at_q[None, :, None] - self.strict.long()[:, None, None]  # (H, T, 1)
+        allowed = at_k <= last  # (H, T, Tk): j <= p, or j < p for strict heads
+        scores = (q @ k.transpose(-2, -1)).masked_fill(~allowed, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)  # (B, H, T, Tk)
+        weights = torch.where(allowed.any(-1, keepdim=True), weights, 0.0)  # no candidate: 0
+        y = (weights @ v).transpose(1, 2).reshape(b, t, self.n_head * self.d_v)
+        return self.out(y)
+
+
+class FeedForward(nn.Module):
+    """Gated ReLU: hidden unit i is relu(gate_i . x) * (up_i . x)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
+        self.up = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
+        self.down = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(torch.relu(self.gate(x)) * self.up(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attn = Attention(cfg)
+        self.ffn = FeedForward(cfg)
+
+    def forward(self, x: torch.Tensor, start: int, cache: LayerCache | None) -> torch.Tensor:
+        x = x + self.attn(x, start, cache)
+        return x + self.ffn(x)
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.info: dict = {}  # model card and numerics report, set by build/load
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.wpe = nn.Linear(2, cfg.d_model, bias=False)  # [p, p**2] -> residual
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.to(cfg.torch_dtype).requires_grad_(False).eval()
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, vocab) for token ids (B, T), each position seeing only its prefix."""
+        return self.run(tokens, 0, None)
+
+    def new_cache(self, batch: int = 1) -> KVCache:
+        return KVCache(self.config, batch, self.lm_head.weight.device)
+
+    def step(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Logits (B, vocab) after appending one token per sequence (B,) to ``cache``."""
+        return self.run(tokens.view(-1, 1), cache.length, cache)[:, -1]
+
+    def run(self, tokens: torch.Tensor, start: int, cache: KVCache | None) -> torch.Tensor:
+        """Logits (B, T, vocab) for tokens (B, T) at positions start.., extending ``cache``."""
+        b, t = tokens.shape
+        check_runtime(self.config.torch_dtype, start + t, self.config.max_len)
+        p = torch.arange(start, start + t, dtype=self.config.torch_dtype, device=tokens.device)
+        x = self.wte(tokens) + self.wpe(torch.stack([p, p * p], dim=-1))  # (B, T, d_model)
+        for i, block in enumerate(self.blocks):
+            x = block(x, start, None if cache is None else cache.layers[i])
+        if cache is not None:
+            cache.length = start + t
+        return self.lm_head(x)
+
+    @torch.no_grad()
+    def generate(self, prompt: list[int], max_new_tokens: int,
+                 stop: int | tuple[int, ...] = ()) -> list[int]:
+        """Greedy decoding with the KV cache: the new tokens (a stop token included, last)."""
+        if not prompt:
+            raise ValueError("generate needs a non-empty prompt")
+        stops = {stop} if isinstance(stop, int) else set(stop)
+        device = self.lm_head.weight.device
+        cache = self.new_cache()
+        logits = self.run(torch.tensor([prompt], device=device), 0, cache)[:, -1]
+        new: list[int] = []
+        while len(new) < max_new_tokens:
+            new.append(int(logits.argmax(-1)))
+            if new[-1] in stops or len(new) == max_new_tokens:
+                break
+            logits = self.step(torch.tensor([new[-1]], device=device), cache)
+        return new
