@@ -1,0 +1,139 @@
+"""A short fixed-seed slice of the differential fuzzer (scripts/fuzz.py), run in CI.
+
+Each generator runs a fixed number of cases, so the slice is the same on every
+machine; it must find no unexplained mismatch. The harness itself is checked
+too: a wasmformer that answers wrongly must be caught.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import random
+import sys
+from pathlib import Path
+
+import pytest
+import wasmtime
+from rich.console import Console
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "fuzz.py"
+
+
+def _load_fuzz():
+    """scripts/fuzz.py as a module (shared with tests/regressions/test_regressions.py)."""
+    name = "wasmformer_fuzz"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, SCRIPT)
+        assert spec is not None and spec.loader is not None
+        sys.modules[name] = importlib.util.module_from_spec(spec)  # dataclasses need it there
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+fuzz = _load_fuzz()
+
+# (generator, cases): about 20 s in all on one core.
+SLICE = [("smith", 300), ("mutate", 500), ("exec", 150)]
+
+
+@pytest.mark.parametrize(("generator", "cases"), SLICE)
+def test_fixed_seed_slice_finds_no_unexplained_mismatch(generator: str, cases: int):
+    log = io.StringIO()
+    totals = fuzz.fuzz(seed=7, seconds=600, generators=[generator], out=None,
+                       console=Console(file=log, width=200), count=cases)
+    assert totals.cases[generator] == cases
+    assert not totals.mismatches, log.getvalue()
+    assert totals.modules >= cases * 0.9  # smith rarely gives up on a seed
+    if generator == "exec":
+        assert totals.calls >= cases * 3
+        assert totals.instructions >= 2_000
+        assert totals.endings["call returned"] > 0 and len(totals.endings) >= 3  # traps of several kinds
+    else:
+        assert totals.endings["verdict: ok"] > 0  # the front end accepted some
+    if generator == "mutate":
+        assert totals.endings["verdict: malformed"] > 0 and totals.endings["verdict: invalid"] > 0
+
+
+def test_slice_is_deterministic():
+    first = fuzz.run_case(11, "exec", 3)
+    again = fuzz.run_case(11, "exec", 3)
+    assert first.wasm == again.wasm and first.trail == again.trail
+
+
+# --- the harness can see a bug: wrong answers from wasmformer are reported ---
+
+COUNTER = """
+(module
+  (memory (export "mem") 1 2)
+  (global $g (export "g") (mut i32) (i32.const 0))
+  (func (export "bump") (param i32) (result i32)
+    (global.set $g (i32.add (global.get $g) (local.get 0)))
+    (i32.store (i32.const 8) (global.get $g))
+    (i32.div_s (i32.const 100) (local.get 0))))
+"""
+
+
+def _check() -> list:
+    outcome = fuzz.check_exec(random.Random(0), bytes(wasmtime.wat2wasm(COUNTER)))
+    return outcome.mismatches
+
+
+def test_harness_agrees_on_a_correct_module():
+    assert _check() == []
+
+
+def test_harness_catches_a_wrong_result(monkeypatch):
+    real = fuzz.Ours.call
+
+    def off_by_one(self, f, args):
+        results, trap = real(self, f, args)
+        return (None, trap) if results is None else ([r + 1 for r in results], trap)
+
+    monkeypatch.setattr(fuzz.Ours, "call", off_by_one)
+    assert {m.kind for m in _check()} >= {"result"}
+
+
+def test_harness_catches_a_wrong_count(monkeypatch):
+    monkeypatch.setattr(fuzz.Ours, "instructions", property(lambda self: self.instance.instructions * 2))
+    assert "count" in {m.kind for m in _check()}
+
+
+def test_harness_catches_wrong_state(monkeypatch):
+    real = fuzz.Ours.state
+
+    def forgetful(self, names):
+        return {name: 0 if name == "g" else value for name, value in real(self, names).items()}
+
+    monkeypatch.setattr(fuzz.Ours, "state", forgetful)
+    assert "state" in {m.kind for m in _check()}
+
+
+def test_harness_catches_a_wrong_trap(monkeypatch):
+    real = fuzz.Ours.call
+
+    def never_traps(self, f, args):
+        results, trap = real(self, f, args)
+        return ([0] if trap else results), None
+
+    monkeypatch.setattr(fuzz.Ours, "call", never_traps)
+    assert "trap" in {m.kind for m in fuzz.check_exec(random.Random(0), bytes(wasmtime.wat2wasm(
+        '(module (func (export "f") (param i32) (result i32) (i32.div_u (i32.const 1) (i32.const 0))))'
+    ))).mismatches}
+
+
+def test_verdicts_agree_and_disagreements_are_reported(monkeypatch):
+    valid = bytes(wasmtime.wat2wasm("(module (func (export \"f\") (result i32) i32.const 1))"))
+    truncated = valid[:-3]
+    assert fuzz.compare_verdicts(valid) == []
+    assert fuzz.compare_verdicts(truncated) == []
+    monkeypatch.setattr(fuzz, "load_module", lambda data: None)  # a front end that accepts anything
+    assert [m.kind for m in fuzz.compare_verdicts(truncated)] == ["we accept"]
+
+
+def test_a_crash_in_the_front_end_is_reported(monkeypatch):
+    def broken(data):
+        raise IndexError("boom")
+
+    monkeypatch.setattr(fuzz, "load_module", broken)
+    assert [m.kind for m in fuzz.compare_verdicts(b"\0asm\1\0\0\0")] == ["crash"]
