@@ -1,9 +1,10 @@
 """wasmformer: a transformer that executes WebAssembly programs in its own weights.
 
-The public API: ``run`` a WASI program, ``load`` a module and ``invoke`` its exports.
+The public API: ``run`` a WASI program, ``load`` a module and ``invoke`` its exports,
+``trace`` a program's run as the token protocol's prompt and trace.
 """
 
-from .api import Instance, RunResult, load, run
+from .api import Instance, RunResult, TraceResult, load, run, trace
 from .errors import (
     BudgetExceeded,
     CompileError,
@@ -24,8 +25,10 @@ __all__ = [
     "LinkError",
     "MalformedModule",
     "RunResult",
+    "TraceResult",
     "Trap",
     "WasmformerError",
     "load",
     "run",
+    "trace",
 ]

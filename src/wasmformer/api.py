@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from . import machine
 from .errors import InputError, Trap
+from .machine.prompt import prompt_tokens
+from .machine.tokens import TokenMachine, Trace
 from .toolchain import program_bytes
 from .wasm import load_module
 
@@ -123,3 +125,48 @@ def run(
         seconds=time.perf_counter() - start,
         trap=trap,
     )
+
+
+@dataclass(frozen=True)
+class TraceResult:
+    """A WASI program's run as the token protocol writes it (docs/PROTOCOL.md)."""
+
+    prompt: list[int]  # the prompt's tokens: the fused program and the initial state
+    trace: Trace | None  # the trace (tokens, steps); None when instantiation trapped
+    stdout: bytes
+    stderr: bytes
+    exit_code: int
+    instructions: int
+    seconds: float
+    trap: str | None = None
+    budget: str | None = None  # the message when the step budget ran out (the trace is cut)
+
+    @property
+    def tokens(self) -> int:
+        """Trace tokens (the prompt excluded)."""
+        return len(self.trace.tokens) if self.trace is not None else 0
+
+
+def trace(program: Program, *, max_steps: int | None = None) -> TraceResult:
+    """Run a WASI program's ``_start`` on the reference token machine: its prompt and trace.
+
+    Unlike ``run``, an exhausted step budget does not raise: the result holds
+    the trace so far and ``budget`` says why it stopped.
+    """
+    out, err = bytearray(), bytearray()
+    host = machine.WasiHost(stdout=out.extend, stderr=err.extend)
+    start = time.perf_counter()
+    try:
+        instance = Instance(program, host=host)
+    except Trap as exc:
+        return TraceResult([], None, b"", b"", Trap.exit_code, 0, time.perf_counter() - start,
+                           trap=exc.reason)
+    if "_start" not in {e.name for e in instance.module.exports if e.kind == "func"}:
+        raise InputError(f"{instance.name}: no exported _start function to run")
+    tm = TokenMachine(instance._machine, host)
+    prompt = prompt_tokens(instance._machine, tm.fused, tm.func_index)
+    t = tm.invoke("_start", max_steps=max_steps)
+    exit_code = {"halt": 0, "exit": t.exit_code, "trap": Trap.exit_code}.get(t.outcome, 0)
+    return TraceResult(prompt, t, bytes(out), bytes(err), exit_code or 0,
+                       instance._machine.last_instructions, time.perf_counter() - start,
+                       trap=t.trap, budget=t.budget_message or None)

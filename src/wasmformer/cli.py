@@ -1,4 +1,4 @@
-"""The ``wasmformer`` command line: run, compile and check programs.
+"""The ``wasmformer`` command line: run, trace, compile and check programs.
 
 Every failure a user can cause ends in one line on stderr and a documented
 exit code (see errors.py); a Python traceback means a bug in wasmformer.
@@ -17,6 +17,7 @@ from rich.console import Console
 
 from . import api
 from .errors import BudgetExceeded, InputError, WasmformerError
+from .machine.tokens import trace_lines
 from .toolchain import program_bytes
 from .wasm import load_module
 
@@ -85,6 +86,51 @@ def run(
             f"exit={result.exit_code}",
             markup=False,
         )
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def trace(
+    program: str = typer.Argument(..., help="PROG.c, PROG.wat or PROG.wasm (a WASI program)."),
+    max_steps: int = typer.Option(
+        DEFAULT_MAX_STEPS,
+        "--max-steps",
+        help="Stop (exit 124) after this many executed instructions; 0 means no limit.",
+    ),
+    output: Path = typer.Option(None, "-o", "--output", help="Write the trace here (default: stdout)."),
+) -> None:
+    """Print a program's token trace: one executed fused instruction per line (docs/PROTOCOL.md).
+
+    Each line: step, fused pc, the WebAssembly instructions it came from, and its
+    trace tokens by name. The program's output is in the trace (out:/err: tokens);
+    the exit code is the program's, as with `run`.
+    """
+    if max_steps < 0:
+        raise InputError(f"--max-steps must be 0 (no limit) or positive, not {max_steps}")
+    result = api.trace(program, max_steps=max_steps or None)
+    try:
+        stream = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
+    except OSError as exc:
+        raise InputError(f"cannot write {output}: {exc.strerror}") from None
+    try:
+        if result.trace is not None:
+            for line in trace_lines(result.trace):
+                stream.write(line + "\n")
+        stream.flush()
+    finally:
+        if output:
+            stream.close()
+    if result.budget is not None:
+        raise _fail(result.budget, BudgetExceeded.exit_code)
+    if result.trap is not None:
+        err_console.print(f"trap: {result.trap}", markup=False)
+    per = result.tokens / result.instructions if result.instructions else 0.0
+    err_console.print(
+        f"steps={len(result.trace.pcs) if result.trace else 0} tokens={result.tokens} "
+        f"prompt={len(result.prompt)} instructions={result.instructions} "
+        f"tokens/instruction={per:.2f} exit={result.exit_code}",
+        markup=False,
+    )
     raise typer.Exit(result.exit_code)
 
 

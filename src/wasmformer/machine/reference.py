@@ -15,6 +15,14 @@ compiled C executes them; the rest go through ``_OTHER`` handlers.
 Counting: ``fuel`` is the number of WebAssembly instructions executed,
 counted as wasmtime's fuel counts them (see docs/MACHINE.md). A step budget
 is a bound on that count.
+
+Event recording: when ``observer`` is set, it is called before every
+instruction with ``(pc, fuel, stack, locals, frames)``: the machine state
+the instruction is about to act on (``fuel`` already counts it). The token
+machine (tokens.py) reads what each instruction did from these states. It
+costs the untraced run nothing: the call sits in the budget check's branch,
+which a traced run takes always (its limit is set below any count) and an
+untraced run only when the budget is exhausted.
 """
 
 from __future__ import annotations
@@ -74,6 +82,8 @@ class ReferenceMachine:
         program = instance.program
         self.entries = {f.index: f.entry for f in program.funcs}
         self.code = [self._predecode(ins) for ins in program.code]
+        # Called as observer(pc, fuel, stack, locals, frames) before each instruction; see above.
+        self.observer: Callable[[int, int, list, list, list], None] | None = None
 
     # --- pre-decoding ---
 
@@ -125,6 +135,9 @@ class ReferenceMachine:
         frames: list[tuple[int, list]] = []
         push, pop = stack.append, stack.pop
         fuel = counted = 0  # executed so far; already added to instance.instructions
+        observe, budget = self.observer, limit
+        if observe is not None:
+            limit = -1  # every instruction takes the branch below, which reports it
         ins: tuple = ()
         try:
             while True:
@@ -132,8 +145,11 @@ class ReferenceMachine:
                 pc += 1
                 fuel += ins[1]
                 if fuel > limit:
-                    raise BudgetExceeded(f"step budget of {limit} exhausted "
-                                         "(WebAssembly instructions executed)")
+                    if observe is None or fuel > budget:
+                        fuel -= ins[1]  # the instruction over budget does not run
+                        raise BudgetExceeded(f"step budget of {budget} exhausted "
+                                             "(WebAssembly instructions executed)")
+                    observe(pc - 1, fuel, stack, locs, frames)
                 k = ins[0]
                 if k == LOCAL_GET:
                     push(locs[ins[2]])
@@ -216,8 +232,6 @@ class ReferenceMachine:
                 else:
                     fuel += ins[2](self, stack, *ins[3])
         finally:
-            if ins and fuel > limit:
-                fuel -= ins[1]  # the instruction over budget did not run
             self.instance.instructions += fuel - counted
 
     def _indirect(self, i: int, expected, table: Table) -> Function:

@@ -1,0 +1,156 @@
+"""The prompt: a fused program and the machine state it starts from, as tokens.
+
+Sections in a fixed order, each ``SECTION-token, count (3 bytes)`` then
+``count`` fixed-size records, so the record of item i sits at a position a
+model can compute (section start + 4 + i * record size). Numbers are byte
+tokens, little-endian. The layout is documented in docs/PROTOCOL.md.
+
+  PROGRAM   version(1)                                  (no count, no records)
+  VALTYPES  one type token per record                   (1)
+  TYPES     params start(3) nparams(2) nresults(2)      (7)  params then results in VALTYPES
+  FUNCS     entry(3) type(2) locals start(3) nlocals(2) (10) entry FFFFFF: an import
+  GLOBALS   type(1) mutable(1) value(8)                 (10)
+  TABLES    type(1) size(4) max(4)                      (9)  max FFFFFFFF: none
+  ELEMS     table(2) index(4) value(4)                  (10) the non-null elements
+  MEMORY    pages(4) max(4)                             (8)  a single record, count 0 or 1
+  DATA      address(4) bytes(16)                        (20) the non-zero 16-byte lines
+  JTAB      target(3) keep(2) drop(2)                   (7)  br_table entries
+  CODE      see CODE_RECORD                             (35)
+  END                                                   (no count)
+"""
+
+from __future__ import annotations
+
+from .fuse import CONST, LOCAL, NONE, FusedInstr, FusedProgram
+from .instance import Instance
+from .vocab import le, op_token, tok, type_token
+
+VERSION = 1
+LINE = 16  # bytes of memory per DATA record
+NO_MAX = 0xFFFF_FFFF
+NO_ENTRY = 0xFF_FFFF
+
+# CODE record: op, source A mode + 8 bytes, source B mode + 8 bytes, destination mode +
+# local (2), X (4), Y (2), Z (2), static stack height (2), C(pc) (3).
+CODE_RECORD = 1 + 9 + 9 + 3 + 4 + 2 + 2 + 2 + 3
+RECORD_SIZES = {"VALTYPES": 1, "TYPES": 7, "FUNCS": 10, "GLOBALS": 10, "TABLES": 9,
+                "ELEMS": 10, "MEMORY": 8, "DATA": 4 + LINE, "JTAB": 7, "CODE": CODE_RECORD}
+
+_SRC_MODE = {None: "SRC_NONE", "stack": "SRC_STACK", LOCAL: "SRC_LOCAL", CONST: "SRC_CONST"}
+_DST_MODE = {NONE: "DST_NONE", "push": "DST_PUSH", "set": "DST_SET", "tee": "DST_TEE"}
+
+
+def _valtype(t: str) -> int:
+    return type_token(t)
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+
+    def section(self, name: str, records: list[list[int]]) -> None:
+        size = RECORD_SIZES[name]
+        assert all(len(r) == size for r in records), f"{name}: a record of the wrong size"
+        self.tokens += [tok(name), *le(len(records), 3)]
+        for r in records:
+            self.tokens += r
+
+
+def prompt_tokens(instance: Instance, fused: FusedProgram, func_index: dict[int, int]) -> list[int]:
+    """The prompt for running ``fused`` on ``instance`` from its current state.
+
+    ``func_index`` maps ``id(function object)`` to its index (how references are written).
+    """
+    module = instance.module
+    w = _Writer()
+    w.tokens += [tok("PROGRAM"), VERSION]
+    valtypes: list[list[int]] = []
+    types = []
+    for ft in module.types:
+        types.append([*le(len(valtypes), 3), *le(len(ft.params), 2), *le(len(ft.results), 2)])
+        valtypes += [[_valtype(t)] for t in (*ft.params, *ft.results)]
+    funcs = []
+    imported = [x.desc for x in module.imports if x.kind == "func"]
+    for i in range(len(module.func_types)):
+        if i < len(imported):
+            funcs.append([*le(NO_ENTRY, 3), *le(imported[i], 2), *le(0, 3), *le(0, 2)])  # type: ignore[arg-type]
+            continue
+        f = fused.func(i)
+        declared = f.locals[len(f.params):]
+        type_index = module.funcs[i - len(imported)].type_index
+        funcs.append([*le(f.entry, 3), *le(type_index, 2), *le(len(valtypes), 3),
+                      *le(len(declared), 2)])
+        valtypes += [[_valtype(t)] for t in declared]
+    w.section("VALTYPES", valtypes)
+    w.section("TYPES", types)
+    w.section("FUNCS", funcs)
+    w.section("GLOBALS", [[_valtype(g.type.valtype), int(g.type.mutable),
+                           *le(_ref_or_int(g.value, func_index), 8)] for g in instance.globals])
+    w.section("TABLES", [[_valtype(t.elem_type), *le(len(t.elems), 4),
+                          *le(NO_MAX if t.max_size is None else t.max_size, 4)]
+                         for t in instance.tables])
+    w.section("ELEMS", [[*le(ti, 2), *le(i, 4), *le(_ref_or_int(v, func_index), 4)]
+                        for ti, t in enumerate(instance.tables)
+                        for i, v in enumerate(t.elems) if v is not None])
+    mem = instance.memory
+    w.section("MEMORY", [] if mem is None else [[*le(mem.pages, 4), *le(
+        NO_MAX if mem.max_pages is None else mem.max_pages, 4)]])
+    w.section("DATA", _data_lines(bytes(mem.data) if mem is not None else b""))
+    jtab: list[list[int]] = []
+    code = []
+    for pc, fi in enumerate(fused.code):
+        code.append(_code_record(fi, fused.prefix[pc], jtab))
+    w.section("JTAB", jtab)
+    w.section("CODE", code)
+    w.tokens.append(tok("END"))
+    return w.tokens
+
+
+def _ref_or_int(v: object, func_index: dict[int, int]) -> int:
+    if isinstance(v, int):
+        return v
+    return 0 if v is None else func_index.get(id(v), NO_MAX - 1) + 1
+
+
+def _data_lines(data: bytes) -> list[list[int]]:
+    zero = bytes(LINE)
+    lines = []
+    for a in range(0, len(data), LINE):
+        line = data[a:a + LINE]
+        if line != zero[:len(line)]:
+            lines.append([*le(a, 4), *line.ljust(LINE, b"\0")])
+    return lines
+
+
+def _code_record(fi: FusedInstr, c: int, jtab: list[list[int]]) -> list[int]:
+    """One CODE record. X/Y/Z hold the core op's immediates (docs/PROTOCOL.md)."""
+    modes: list[str | None] = [None, None]
+    values = [0, 0]
+    n = min(2, len(fi.srcs) + fi.stack_operands)  # operand slots used: the last two operands
+    for slot in range(2 - n, 2):
+        modes[slot] = "stack"
+    for i, src in enumerate(fi.srcs):
+        slot = 2 - len(fi.srcs) + i
+        modes[slot], values[slot] = src.mode, src.value
+    x, y, z = _immediates(fi, jtab)
+    return [op_token(fi.op),
+            tok(_SRC_MODE[modes[0]]), *le(values[0], 8),
+            tok(_SRC_MODE[modes[1]]), *le(values[1], 8),
+            tok(_DST_MODE[fi.dst]), *le(fi.dst_local, 2),
+            *le(x, 4), *le(y, 2), *le(z, 2), *le(fi.height, 2), *le(c, 3)]
+
+
+def _immediates(fi: FusedInstr, jtab: list[list[int]]) -> tuple[int, int, int]:
+    op, a = fi.op, fi.args
+    if op in ("br", "br_if"):
+        return a[0], a[1], a[2]
+    if op == "br_table":
+        first = len(jtab)
+        for target, keep, drop in (*a[0], a[1]):
+            jtab.append([*le(target, 3), *le(keep, 2), *le(drop, 2)])
+        return first, len(a[0]) + 1, 0
+    if op == "return":
+        return 0, a[0], a[1]
+    if op in ("br_unless", "jump") or (a and isinstance(a[0], int) and op != "unsupported"):
+        return a[0], (a[1] if len(a) > 1 else 0), 0
+    return 0, 0, 0
