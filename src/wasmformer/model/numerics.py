@@ -236,7 +236,14 @@ def _mlp_bound(op: Mlp, bounds: dict[Feature, Bound], bits: int) -> Bound:
     hidden = [(u.weight, _product_bound(_form_bound(u.gate, bounds, bits),
                                         _form_bound(u.value, bounds, bits), bits))
               for u in op.units]
-    return _sum_bound(hidden, bits)
+    out = _sum_bound(hidden, bits)  # checks that this node's own partial sums are exact
+    if out.exact:
+        # An exact result lies in the node's declared range (the evaluator enforces ranges), so
+        # later bounds start from that range rather than from the sum of |unit| bounds, which
+        # would compound with depth.
+        declared = max(abs(Fraction(op.output.range.lo)), abs(Fraction(op.output.range.hi)))
+        return Bound(min(out.mag, declared), 0.0, out.grid)
+    return out
 
 
 def _lookup_check(op: Head, bounds, bits: int, underflow: float) -> LookupCheck:
