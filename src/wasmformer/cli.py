@@ -34,6 +34,19 @@ EXIT_INTERNAL = 70
 DEFAULT_MAX_STEPS = 1_000_000_000
 
 
+MAX_STEPS_OPTION = typer.Option(
+    DEFAULT_MAX_STEPS,
+    "--max-steps",
+    "--max-tokens",
+    help="Stop (exit 124) after this many executed instructions; 0 means no limit.",
+)
+
+
+def _check_max_steps(max_steps: int) -> None:
+    if max_steps < 0:
+        raise InputError(f"--max-steps must be 0 (no limit) or positive, not {max_steps}")
+
+
 def _fail(message: str, code: int) -> typer.Exit:
     err_console.print(message, markup=False)
     return typer.Exit(code)
@@ -47,21 +60,26 @@ def _write_stream(stream) -> Callable[[bytes], None]:
     return write
 
 
+def _write_atomically(target: Path, data: bytes) -> None:
+    """Write via a temporary file and a rename, so a failure never leaves a partial file."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write {target}: {exc.strerror}") from None
+
+
 @app.command()
 def run(
     program: str = typer.Argument(..., help="PROG.c, PROG.wat or PROG.wasm (a WASI program)."),
     engine: str = typer.Option("reference", help="Executor: reference (torch and fast: coming)."),
-    max_steps: int = typer.Option(
-        DEFAULT_MAX_STEPS,
-        "--max-steps",
-        "--max-tokens",
-        help="Stop (exit 124) after this many executed instructions; 0 means no limit.",
-    ),
+    max_steps: int = MAX_STEPS_OPTION,
     stats: bool = typer.Option(False, "--stats", help="Print instructions, time and speed to stderr."),
 ) -> None:
     """Run a program; its stdout is printed byte for byte and its exit code returned."""
-    if max_steps < 0:
-        raise InputError(f"--max-steps must be 0 (no limit) or positive, not {max_steps}")
+    _check_max_steps(max_steps)
     stdout = sys.stdout.buffer
     stderr = sys.stderr.buffer
     start = time.perf_counter()
@@ -92,11 +110,7 @@ def run(
 @app.command()
 def trace(
     program: str = typer.Argument(..., help="PROG.c, PROG.wat or PROG.wasm (a WASI program)."),
-    max_steps: int = typer.Option(
-        DEFAULT_MAX_STEPS,
-        "--max-steps",
-        help="Stop (exit 124) after this many executed instructions; 0 means no limit.",
-    ),
+    max_steps: int = MAX_STEPS_OPTION,
     output: Path = typer.Option(None, "-o", "--output", help="Write the trace here (default: stdout)."),
 ) -> None:
     """Print a program's token trace: one executed fused instruction per line (docs/PROTOCOL.md).
@@ -105,21 +119,15 @@ def trace(
     trace tokens by name. The program's output is in the trace (out:/err: tokens);
     the exit code is the program's, as with `run`.
     """
-    if max_steps < 0:
-        raise InputError(f"--max-steps must be 0 (no limit) or positive, not {max_steps}")
+    _check_max_steps(max_steps)
     result = api.trace(program, max_steps=max_steps or None)
-    try:
-        stream = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
-    except OSError as exc:
-        raise InputError(f"cannot write {output}: {exc.strerror}") from None
-    try:
-        if result.trace is not None:
-            for line in trace_lines(result.trace):
-                stream.write(line + "\n")
-        stream.flush()
-    finally:
-        if output:
-            stream.close()
+    lines = trace_lines(result.trace) if result.trace is not None else []
+    if output is None:
+        for line in lines:
+            sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    elif result.budget is None:  # a budget stop leaves no partial trace file behind
+        _write_atomically(output, "".join(line + "\n" for line in lines).encode())
     if result.budget is not None:
         raise _fail(result.budget, BudgetExceeded.exit_code)
     if result.trap is not None:
@@ -146,13 +154,7 @@ def compile(
     resolved = program_bytes(source)
     load_module(resolved.wasm)  # refuse to write a module we could not run
     target = output or source.with_suffix(".wasm")
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(resolved.wasm)
-        tmp.replace(target)  # no partial output file on failure
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise InputError(f"cannot write {target}: {exc.strerror}") from None
+    _write_atomically(target, resolved.wasm)
     err_console.print(f"wrote {target} ({len(resolved.wasm):,} bytes)", markup=False)
 
 
