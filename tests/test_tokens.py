@@ -399,4 +399,6 @@ def test_trace_command(tmp_path: Path) -> None:
     out = tmp_path / "t.txt"
     cut = wasmformer("trace", str(prog), "--max-steps", "3", "-o", str(out))
     assert_one_clean_line(cut, 124, "step budget of 3 exhausted")
-    assert out.read_text().splitlines() == lines[:len(out.read_text().splitlines())]
+    assert not out.exists()  # a budget stop leaves no partial output file (docs/ERRORS.md)
+    full = wasmformer("trace", str(prog), "-o", str(out))
+    assert full.returncode == 7 and out.read_text().splitlines() == lines
