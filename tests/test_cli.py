@@ -185,3 +185,45 @@ def test_negative_step_budget(tmp_path: Path) -> None:
     prog = tmp_path / "w.wat"
     prog.write_text(WRITE_AND_EXIT)
     assert_one_clean_line(wasmformer("run", str(prog), "--max-steps", "-1"), 2, "--max-steps")
+
+
+# --- resource limits (docs/ERRORS.md): wall clock, memory, call depth, prompt size ---
+
+
+@pytest.mark.parametrize("command", ["run", "trace"])
+def test_wall_clock_budget(tmp_path: Path, command: str) -> None:
+    prog = tmp_path / "loop.wat"
+    prog.write_text(LOOP_FOREVER)
+    proc = wasmformer(command, str(prog), "--timeout", "0.3", "--max-steps", "0")
+    assert_one_clean_line(proc, 124, "wall-clock budget of 0.3 s exhausted after")
+
+
+def test_memory_over_the_host_limit(tmp_path: Path) -> None:
+    prog = tmp_path / "big.wat"
+    prog.write_text('(module (memory 5) (func (export "_start")))')
+    assert_one_clean_line(wasmformer("run", str(prog), "--max-memory-pages", "4"), 2,
+                          "memory of 5 pages exceeds the host limit of 4 pages")
+
+
+def test_call_depth_limit(tmp_path: Path) -> None:
+    prog = tmp_path / "deep.wat"
+    prog.write_text('(module (func $f (export "_start") call $f))')
+    assert_one_clean_line(wasmformer("run", str(prog), "--max-call-depth", "100"), 134,
+                          "trap: call stack exhausted")
+
+
+@pytest.mark.parametrize("option", [["--timeout", "-1"], ["--max-memory-pages", "65537"],
+                                    ["--max-call-depth", "0"]])
+def test_bad_limit_values(tmp_path: Path, option: list[str]) -> None:
+    prog = tmp_path / "w.wat"
+    prog.write_text(WRITE_AND_EXIT)
+    proc = wasmformer("run", str(prog), *option)
+    assert proc.returncode == 2 and b"Traceback" not in proc.stderr
+    assert option[0].encode() in proc.stderr
+
+
+def test_prompt_too_large(tmp_path: Path) -> None:
+    prog = tmp_path / "data.wat"  # 64 MiB of non-zero memory: 84M prompt tokens
+    prog.write_text('(module (memory 1024) (func $s (memory.fill (i32.const 0) (i32.const 7)'
+                    ' (i32.const 0x4000000))) (start $s) (func (export "_start")))')
+    assert_one_clean_line(wasmformer("trace", str(prog)), 2, "prompt too large: more than")

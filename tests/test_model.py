@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from wasmformer.compiler import CompiledModel, compile_graph
+from wasmformer.errors import ModelFileError
 from wasmformer.graph import Evaluator, Graph, generate
 from wasmformer.graph.examples import MemoryVocab, memory, running_sum
 from wasmformer.model import (
@@ -236,7 +237,7 @@ def test_loading_a_foreign_file_is_refused(tmp_path) -> None:
 
     path = tmp_path / "other.safetensors"
     save_file({"w": torch.zeros(2)}, str(path))
-    with pytest.raises(ValueError, match="not a wasmformer-model"):
+    with pytest.raises(ModelFileError, match="not a wasmformer-model"):
         load_model(path)
 
 

@@ -343,6 +343,8 @@ def test_fusion_shapes() -> None:
     fused = fuse(Instance(load_module(wasm)).program)
     shapes = [(f.op, tuple(s.mode for s in f.srcs), f.dst) for f in fused.code]
     assert shapes == [
+        ("param", (), "set"),  # one record per parameter: the call header's arguments
+        ("param", (), "set"),
         ("i32.add", ("local", "local"), "set"),
         ("i32.mul", ("const", "local"), "tee"),
         ("i32.sub", ("local", "const"), "tee"),  # the loop header starts this group

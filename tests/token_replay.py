@@ -75,6 +75,7 @@ class Replayer:
         entry = next(f for f in self.fused.funcs if f.entry == self.pc)
         self.frames = [Frame(self._read_values(entry.params))]
         self.func = entry
+        self.pc += len(entry.params)  # the header's arguments were the `param` records' tokens
         while self.at < len(tokens):
             self.steps += 1
             end = self.step()
@@ -221,7 +222,7 @@ class Replayer:
         self.expect([b for v, t in zip(vals, ftype.params, strict=True)
                      for b in v.to_bytes(width(t), "little")])
         self.frames.append(Frame(dict(enumerate(vals)), ret=self.pc + 1, base=base))
-        self.pc = target.entry
+        self.pc = target.entry + len(target.params)  # past the `param` records (the arguments)
         return None
 
     def host(self, ftype, base: int) -> str | None:

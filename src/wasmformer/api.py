@@ -3,6 +3,10 @@
 Both take a path (.c/.wat/.wasm), C or .wat source text, or wasm bytes. The
 ``engine`` argument picks the executor; every engine must give the same
 results. Engines plug in here; today there is the reference machine.
+
+Resource limits: ``max_steps`` (executed instructions) and ``timeout`` (wall-clock
+seconds, counted from instantiation) stop a run with ``BudgetExceeded``; ``limits``
+(``machine.HostLimits``) bounds memory pages, table elements and call depth.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from dataclasses import dataclass
 
 from . import machine
 from .errors import InputError, Trap
-from .machine.prompt import prompt_tokens
+from .machine import Deadline, HostLimits
+from .machine.prompt import MAX_PROMPT_TOKENS, prompt_tokens
 from .machine.tokens import TokenMachine, Trace
 from .toolchain import program_bytes
 from .wasm import load_module
@@ -33,14 +38,30 @@ def _check_engine(engine: str) -> None:
     raise InputError(f"unknown engine '{engine}' (available: {', '.join(ENGINES)})")
 
 
-class Instance:
-    """An instantiated module whose state (memory, globals, tables) persists across calls."""
+def _deadline(timeout: float | None) -> Deadline | None:
+    if timeout is None:
+        return None
+    if not timeout > 0:
+        raise InputError(f"timeout must be a positive number of seconds, not {timeout}")
+    return Deadline.after(timeout)
 
-    def __init__(self, program: Program, *, host: machine.WasiHost | None = None):
+
+class Instance:
+    """An instantiated module whose state (memory, globals, tables) persists across calls.
+
+    ``max_steps`` bounds the start function (if the module has one); ``timeout`` is a
+    wall-clock budget, from now, for everything the instance runs (its start function,
+    then every ``invoke`` that gives no timeout of its own).
+    """
+
+    def __init__(self, program: Program, *, host: machine.WasiHost | None = None,
+                 limits: HostLimits | None = None, max_steps: int | None = None,
+                 timeout: float | None = None):
         resolved = program_bytes(program)
         self.name = resolved.name
         self.module = load_module(resolved.wasm)
-        self._machine = machine.Instance(self.module, host=host)
+        self._machine = machine.Instance(self.module, host=host, limits=limits or HostLimits(),
+                                         max_steps=max_steps, deadline=_deadline(timeout))
 
     def invoke(
         self,
@@ -49,10 +70,12 @@ class Instance:
         *,
         engine: str = "reference",
         max_steps: int | None = None,
+        timeout: float | None = None,
     ) -> list:
         """Call an exported function; returns its results (i32/i64 as signed ints)."""
         _check_engine(engine)
-        return self._machine.invoke(export_name, list(args), max_steps=max_steps)
+        return self._machine.invoke(export_name, list(args), max_steps=max_steps,
+                                    deadline=_deadline(timeout))
 
     @property
     def instructions(self) -> int:
@@ -60,9 +83,9 @@ class Instance:
         return self._machine.instructions
 
 
-def load(program: Program) -> Instance:
+def load(program: Program, *, limits: HostLimits | None = None) -> Instance:
     """Load a module (no WASI world attached beyond what it imports): see ``Instance``."""
-    return Instance(program, host=machine.WasiHost())
+    return Instance(program, host=machine.WasiHost(), limits=limits)
 
 
 @dataclass(frozen=True)
@@ -81,6 +104,8 @@ def run(
     *,
     engine: str = "reference",
     max_steps: int | None = None,
+    timeout: float | None = None,
+    limits: HostLimits | None = None,
     on_stdout: Callable[[bytes], None] | None = None,
     on_stderr: Callable[[bytes], None] | None = None,
 ) -> RunResult:
@@ -88,7 +113,8 @@ def run(
 
     ``on_stdout``/``on_stderr`` receive output bytes as they are written
     (for streaming); the result also holds all of it. A trap returns
-    ``exit_code=134`` with ``trap`` set; a budget overrun raises BudgetExceeded.
+    ``exit_code=134`` with ``trap`` set; a budget overrun (``max_steps``
+    instructions, ``timeout`` seconds) raises BudgetExceeded.
     """
     _check_engine(engine)
     out, err = bytearray(), bytearray()
@@ -108,10 +134,11 @@ def run(
     instance = None
     trap = None
     try:
-        instance = Instance(program, host=host)
+        instance = Instance(program, host=host, limits=limits, max_steps=max_steps,
+                            timeout=timeout)
         if "_start" not in {e.name for e in instance.module.exports if e.kind == "func"}:
             raise InputError(f"{instance.name}: no exported _start function to run")
-        instance.invoke("_start", max_steps=max_steps)
+        instance.invoke("_start", max_steps=max_steps)  # under the instance's timeout
         exit_code = 0
     except machine.ProcExit as exc:
         exit_code = exc.code
@@ -147,24 +174,28 @@ class TraceResult:
         return len(self.trace.tokens) if self.trace is not None else 0
 
 
-def trace(program: Program, *, max_steps: int | None = None) -> TraceResult:
+def trace(program: Program, *, max_steps: int | None = None, timeout: float | None = None,
+          limits: HostLimits | None = None,
+          max_prompt_tokens: int = MAX_PROMPT_TOKENS) -> TraceResult:
     """Run a WASI program's ``_start`` on the reference token machine: its prompt and trace.
 
-    Unlike ``run``, an exhausted step budget does not raise: the result holds
-    the trace so far and ``budget`` says why it stopped.
+    Unlike ``run``, an exhausted budget (steps or ``timeout`` seconds) does not raise:
+    the result holds the trace so far and ``budget`` says why it stopped. A module
+    whose prompt exceeds ``max_prompt_tokens`` is refused (LinkError).
     """
     out, err = bytearray(), bytearray()
     host = machine.WasiHost(stdout=out.extend, stderr=err.extend)
     start = time.perf_counter()
     try:
-        instance = Instance(program, host=host)
+        instance = Instance(program, host=host, limits=limits, max_steps=max_steps,
+                            timeout=timeout)
     except Trap as exc:
         return TraceResult([], None, b"", b"", Trap.exit_code, 0, time.perf_counter() - start,
                            trap=exc.reason)
     if "_start" not in {e.name for e in instance.module.exports if e.kind == "func"}:
         raise InputError(f"{instance.name}: no exported _start function to run")
     tm = TokenMachine(instance._machine, host)
-    prompt = prompt_tokens(instance._machine, tm.fused, tm.func_index)
+    prompt = prompt_tokens(instance._machine, tm.fused, tm.func_index, max_prompt_tokens)
     t = tm.invoke("_start", max_steps=max_steps)
     exit_code = {"halt": 0, "exit": t.exit_code, "trap": Trap.exit_code}.get(t.outcome, 0)
     return TraceResult(prompt, t, bytes(out), bytes(err), exit_code or 0,

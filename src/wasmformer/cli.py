@@ -16,7 +16,10 @@ import typer
 from rich.console import Console
 
 from . import api
+from . import dataset as datasets
 from .errors import BudgetExceeded, InputError, WasmformerError
+from .machine import HostLimits
+from .machine.runtime import MAX_PAGES
 from .machine.tokens import trace_lines
 from .toolchain import program_bytes
 from .wasm import load_module
@@ -45,6 +48,20 @@ MAX_STEPS_OPTION = typer.Option(
 def _check_max_steps(max_steps: int) -> None:
     if max_steps < 0:
         raise InputError(f"--max-steps must be 0 (no limit) or positive, not {max_steps}")
+
+
+TIMEOUT_OPTION = typer.Option(
+    0.0, "--timeout", min=0.0, metavar="SECONDS",
+    help="Stop (exit 124) after this many seconds of execution; 0 means no limit.",
+)
+MEMORY_PAGES_OPTION = typer.Option(
+    HostLimits.max_memory_pages, "--max-memory-pages", min=0, max=MAX_PAGES,
+    help="Most 64 KiB memory pages a program may have; memory.grow beyond returns -1.",
+)
+CALL_DEPTH_OPTION = typer.Option(
+    HostLimits.max_call_depth, "--max-call-depth", min=1,
+    help="Deepest call nesting; deeper traps 'call stack exhausted'.",
+)
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -76,6 +93,9 @@ def run(
     program: str = typer.Argument(..., help="PROG.c, PROG.wat or PROG.wasm (a WASI program)."),
     engine: str = typer.Option("reference", help="Executor: reference (torch and fast: coming)."),
     max_steps: int = MAX_STEPS_OPTION,
+    timeout: float = TIMEOUT_OPTION,
+    max_memory_pages: int = MEMORY_PAGES_OPTION,
+    max_call_depth: int = CALL_DEPTH_OPTION,
     stats: bool = typer.Option(False, "--stats", help="Print instructions, time and speed to stderr."),
 ) -> None:
     """Run a program; its stdout is printed byte for byte and its exit code returned."""
@@ -88,6 +108,8 @@ def run(
             program,
             engine=engine,
             max_steps=max_steps or None,
+            timeout=timeout or None,
+            limits=HostLimits(max_call_depth=max_call_depth, max_memory_pages=max_memory_pages),
             on_stdout=_write_stream(stdout),
             on_stderr=_write_stream(stderr),
         )
@@ -111,6 +133,9 @@ def run(
 def trace(
     program: str = typer.Argument(..., help="PROG.c, PROG.wat or PROG.wasm (a WASI program)."),
     max_steps: int = MAX_STEPS_OPTION,
+    timeout: float = TIMEOUT_OPTION,
+    max_memory_pages: int = MEMORY_PAGES_OPTION,
+    max_call_depth: int = CALL_DEPTH_OPTION,
     output: Path = typer.Option(None, "-o", "--output", help="Write the trace here (default: stdout)."),
 ) -> None:
     """Print a program's token trace: one executed fused instruction per line (docs/PROTOCOL.md).
@@ -120,7 +145,9 @@ def trace(
     the exit code is the program's, as with `run`.
     """
     _check_max_steps(max_steps)
-    result = api.trace(program, max_steps=max_steps or None)
+    result = api.trace(program, max_steps=max_steps or None, timeout=timeout or None,
+                       limits=HostLimits(max_call_depth=max_call_depth,
+                                         max_memory_pages=max_memory_pages))
     lines = trace_lines(result.trace) if result.trace is not None else []
     if output is None:
         for line in lines:
@@ -170,6 +197,29 @@ def check(program: str = typer.Argument(..., help="PROG.c, PROG.wat or PROG.wasm
           f"{n_instr:,} instructions")
     print(f"imports: {imports}")
     print(f"exports: {exports}")
+
+
+@app.command()
+def dataset(
+    programs: list[str] = typer.Argument(..., help="PROG.c, PROG.wat or PROG.wasm files (WASI programs)."),
+    output: Path = typer.Option(..., "-o", "--output", help="out.jsonl or out.parquet."),
+    fmt: str = typer.Option(None, "--format", help="jsonl or parquet (default: from the -o suffix)."),
+    max_steps: int = MAX_STEPS_OPTION,
+    no_steps: bool = typer.Option(False, "--no-steps", help="Omit the per-step states (big traces)."),
+) -> None:
+    """Write exact execution traces for training other models: one record per program (docs/DATASET.md).
+
+    Each record: prompt and trace tokens, every step's decoded state, stdout, exit code.
+    """
+    _check_max_steps(max_steps)
+    kind = datasets.output_format(output, fmt)  # an unusable format fails before any run
+    records = [datasets.build_record(p, max_steps=max_steps or None, steps=not no_steps)
+               for p in programs]
+    data = datasets.encode(records, kind)
+    _write_atomically(output, data)
+    tokens = sum(r["n_prompt_tokens"] + r["n_trace_tokens"] for r in records)
+    err_console.print(f"wrote {output} ({len(records)} records, {tokens:,} tokens, "
+                      f"{len(data):,} bytes)", markup=False)
 
 
 def main() -> None:

@@ -19,6 +19,11 @@ class InputError(WasmformerError):
     exit_code = 2
 
 
+class ModelFileError(InputError):
+    """A saved model file is not one this version can load: not a wasmformer model, a
+    different format or token-protocol version, or weights that fail their checksum."""
+
+
 class CompileError(WasmformerError):
     """The C compiler (or the .wat assembler) rejected the source."""
 

@@ -17,13 +17,14 @@ from .instance import Host, HostLimits, Instance
 from .lower import lower
 from .program import MFunc, MInstr, Program
 from .prompt import prompt_tokens
+from .reference import Deadline
 from .runtime import ExternRef, Global, HostFunction, Memory, Table, WasmFunction
 from .semantics import LOADS, NUMERIC, STORES
 from .tokens import TokenMachine, Trace, trace_tokens
 from .wasi import ProcExit, WasiHost
 
 __all__ = [
-    "LOADS", "NUMERIC", "STORES", "ExternRef", "FusedInstr", "FusedProgram", "Global", "Host",
+    "LOADS", "NUMERIC", "STORES", "Deadline", "ExternRef", "FusedInstr", "FusedProgram", "Global", "Host",
     "HostFunction", "HostLimits", "Instance", "Linker", "MFunc", "MInstr", "Memory", "Outcome",
     "ProcExit", "Program", "SpectestHost", "Table", "TokenMachine", "Trace", "WasiHost",
     "WasmFunction", "detokenize", "fuse", "lower", "prompt_tokens", "trace_tokens",

@@ -17,6 +17,11 @@ A fused group is a contiguous pc range that no jump enters except at its
 first instruction: jump targets, function bodies' first instructions and
 return points (the pc after a call) always start a group.
 
+Each function's records begin with one ``param k`` record per parameter
+(no machine pc, no fuel): a call's header carries the arguments' bytes, and
+these records describe them as the static tokens of instructions that set
+locals 0..n-1, so that the C(pc) rule covers them like any other tokens.
+
 Nothing here executes anything: this is a static re-description of the
 program. Every fused instruction also carries its static operand-stack
 height and the types of the values it emits, from an abstract
@@ -96,7 +101,7 @@ class FusedInstr:
 @dataclass(frozen=True, slots=True)
 class FusedFunc:
     index: int  # in the function index space
-    entry: int  # fused pc of the body's first instruction
+    entry: int  # fused pc of its first record: its first `param`, else its body's first group
     params: tuple[str, ...]
     results: tuple[str, ...]
     locals: tuple[str, ...]  # parameters then declared locals
@@ -109,7 +114,7 @@ class FusedProgram:
     funcs: tuple[FusedFunc, ...]  # defined functions, in order
     fused_pc: tuple[int, ...]  # machine pc -> fused pc of the group it starts/belongs to (-1: removed)
     starts: tuple[int, ...]  # machine pc -> fused pc when the pc starts a group, else -1
-    prefix: tuple[int, ...]  # C(pc): sum of the static lengths (1 when None) of fused pcs before pc
+    prefix: tuple[int, ...]  # C(pc): sum of the spans (``span``) of the fused pcs before pc
 
     def func(self, index: int) -> FusedFunc:
         return self.funcs[index - self.program.module.num_imported_funcs]
@@ -255,15 +260,19 @@ def fuse(program: Program) -> FusedProgram:
     """The fused program of ``program`` (pure: no execution)."""
     code = program.code
     entries = _entries(program)
-    groups: list[tuple[list[int], int, int | None, int]] = []  # (sources, core, suffix, func)
+    # (sources, core, suffix, func) of each group, or a finished `param` record
+    groups: list[tuple[list[int], int, int | None, int] | FusedInstr] = []
     starts = [-1] * len(code)
     fused_pc = [-1] * len(code)
     stacks: list[list[str] | None] = []
     local_types: dict[int, tuple[str, ...]] = {}
+    entry: dict[int, int] = {}  # function index -> fused pc of its first record
     for fn in program.funcs:
         locs = tuple(fn.type.params) + tuple(fn.locals)
         local_types[fn.index] = locs
         stacks.extend(stack_types(program, fn.entry, fn.end, locs))
+        entry[fn.index] = len(groups)
+        groups += [_param(k, t, fn.index) for k, t in enumerate(fn.type.params)]
         i = fn.entry
         while i < fn.end:
             if code[i].op in REMOVED:
@@ -281,7 +290,11 @@ def fuse(program: Program) -> FusedProgram:
         if fused_pc[pc] < 0 and pc + 1 < len(code) and code[pc].op in REMOVED:
             fused_pc[pc] = fused_pc[pc + 1]
     fused = []
-    for srcs, core, suffix, func in groups:
+    for group in groups:
+        if isinstance(group, FusedInstr):
+            fused.append(group)
+            continue
+        srcs, core, suffix, func = group
         first = srcs[0] if srcs else core
         # Code no path reaches (a body's final `return` after `unreachable`) gets an empty stack.
         stack = stacks[first] or []
@@ -289,13 +302,35 @@ def fuse(program: Program) -> FusedProgram:
                            local_types[func], fused_pc))
     prefix = [0]
     for f in fused:
-        prefix.append(prefix[-1] + (f.length or 1))
+        prefix.append(prefix[-1] + span(f))
     funcs = tuple(
-        FusedFunc(fn.index, fused_pc[fn.entry + 1], tuple(fn.type.params), tuple(fn.type.results),
+        FusedFunc(fn.index, entry[fn.index], tuple(fn.type.params), tuple(fn.type.results),
                   local_types[fn.index])
         for fn in program.funcs)
     return FusedProgram(program, tuple(fused), funcs, tuple(fused_pc), tuple(starts),
                         tuple(prefix[:-1]))
+
+
+def _param(k: int, valtype: str, func: int) -> FusedInstr:
+    """The record of parameter ``k``: its tokens are the argument's bytes in a CALL header."""
+    return FusedInstr(op="param", args=(), srcs=(), dst=SET, dst_local=k, height=0,
+                      stack_operands=0, out_types=(valtype,), length=width(valtype), fuel=0,
+                      origin=(), func=func)
+
+
+def emitted_bytes(fi: FusedInstr) -> int:
+    """W: the bytes of the values the instruction emits (a store: the bytes it writes)."""
+    if fi.op in STORES:
+        return STORES[fi.op]
+    return sum(width(t) for t in fi.out_types)
+
+
+def span(fi: FusedInstr) -> int:
+    """The instruction's share of C(pc): its static length; a ``return``'s result bytes and
+    the marker after them (HALT or RET); 1 for the other anchored instructions."""
+    if fi.length is not None:
+        return fi.length
+    return emitted_bytes(fi) + 1 if fi.op == "return" else 1
 
 
 def _make(program: Program, srcs: list[int], core: int, suffix: int | None, func: int,

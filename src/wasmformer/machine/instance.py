@@ -8,6 +8,11 @@ the element and data segments, copy the active ones into their table/memory
 drop the active and declarative ones, then run the start function. State
 (memory, globals, tables, segments) persists across ``invoke`` calls.
 
+Resource limits: ``HostLimits`` bounds what a program may allocate or how
+deep it may recurse; a step budget (``max_steps``) and a wall-clock
+``Deadline`` bound how long it runs. The start function runs under the
+same step budget (its own count) and the instance's deadline.
+
 Values cross this boundary as Python ints: arguments may be signed or
 unsigned (they are masked to the parameter's width); i32/i64 results come
 back *signed*, like wasmtime's Python API. f32/f64 travel as their raw bit
@@ -21,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..errors import LinkError, Trap
+from ..errors import InputError, LinkError, Trap
 from ..wasm.module import (
     Expr,
     GlobalType,
@@ -33,8 +38,17 @@ from ..wasm.module import (
     ValType,
 )
 from .lower import lower
-from .reference import ReferenceMachine
-from .runtime import Extern, Function, Global, HostFunction, Memory, Table, WasmFunction
+from .reference import Deadline, ReferenceMachine
+from .runtime import (
+    MAX_PAGES,
+    Extern,
+    Function,
+    Global,
+    HostFunction,
+    Memory,
+    Table,
+    WasmFunction,
+)
 from .semantics import BITS, mask, to_signed
 
 _VALUE_BITS = {"i32": 32, "i64": 64, "f32": 32, "f64": 64}
@@ -52,14 +66,27 @@ class HostLimits:
 
     max_call_depth: int = 50_000  # frames; deeper recursion traps "call stack exhausted"
     max_memory_pages: int = 16_384  # 1 GiB; memory.grow beyond it returns -1
+    max_table_elements: int = 10_000_000  # ~80 MB of references; table.grow beyond: -1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_memory_pages <= MAX_PAGES:
+            raise InputError(f"max_memory_pages must be 0..{MAX_PAGES} (4 GiB), "
+                             f"not {self.max_memory_pages}")
+        if self.max_call_depth < 1:
+            raise InputError(f"max_call_depth must be positive, not {self.max_call_depth}")
+        if self.max_table_elements < 0:
+            raise InputError(f"max_table_elements must be 0 or more, "
+                             f"not {self.max_table_elements}")
 
 
 class Instance:
     def __init__(self, module: Module, *, host: Host | None = None,
-                 limits: HostLimits = HostLimits()):
+                 limits: HostLimits = HostLimits(), max_steps: int | None = None,
+                 deadline: Deadline | None = None):
         self.module = module
         self.program = lower(module)
         self.limits = limits
+        self.deadline = deadline  # the wall-clock budget of every run without its own
         self.instructions = 0  # WebAssembly instructions executed so far (wasmtime fuel count)
         self.last_instructions = 0  # ... by the latest invoke()
         self.functions: list[Function] = []
@@ -73,7 +100,7 @@ class Instance:
         self.machine = ReferenceMachine(self, limits.max_call_depth)
         self._init_segments()
         if module.start is not None:
-            self.machine.call(self.functions[module.start], [])
+            self.machine.call(self.functions[module.start], [], max_steps, deadline)
 
     # --- instantiation ---
 
@@ -98,7 +125,12 @@ class Instance:
         first = m.num_imported_funcs
         self.functions += [WasmFunction(m.types[f.type_index], self, first + i)
                            for i, f in enumerate(m.funcs)]
-        self.tables += [Table(t.elem, [None] * t.limits.min, t.limits.max) for t in m.tables]
+        for t in m.tables:
+            if t.limits.min > self.limits.max_table_elements:
+                raise LinkError(f"table of {t.limits.min} elements exceeds the host limit of "
+                                f"{self.limits.max_table_elements} elements")
+            self.tables.append(Table(t.elem, [None] * t.limits.min, t.limits.max,
+                                     self.limits.max_table_elements))
         for mt in m.mems:
             if mt.limits.min > self.limits.max_memory_pages:
                 raise LinkError(f"memory of {mt.limits.min} pages exceeds the host limit of "
@@ -156,8 +188,12 @@ class Instance:
 
     # --- use ---
 
-    def invoke(self, name: str, args: Sequence[Any] = (), *, max_steps: int | None = None) -> list:
-        """Call the exported function ``name``; its results (i32/i64 as signed ints)."""
+    def invoke(self, name: str, args: Sequence[Any] = (), *, max_steps: int | None = None,
+               deadline: Deadline | None = None) -> list:
+        """Call the exported function ``name``; its results (i32/i64 as signed ints).
+
+        Budgets: ``max_steps`` instructions, and ``deadline`` (default: the instance's).
+        """
         f = self.exports.get(name)
         if not isinstance(f, WasmFunction | HostFunction):
             raise LinkError(f"no exported function named {name!r}")
@@ -167,7 +203,7 @@ class Instance:
         values = [_to_value(v, t) for v, t in zip(args, params, strict=True)]
         before = self.instructions
         try:
-            results = self.machine.call(f, values, max_steps)
+            results = self.machine.call(f, values, max_steps, deadline or self.deadline)
         finally:
             self.last_instructions = self.instructions - before
         return [_from_value(v, t) for v, t in zip(results, f.type.results, strict=True)]

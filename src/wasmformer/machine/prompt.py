@@ -15,13 +15,14 @@ tokens, little-endian. The layout is documented in docs/PROTOCOL.md.
   MEMORY    pages(4) max(4)                             (8)  a single record, count 0 or 1
   DATA      address(4) bytes(16)                        (20) the non-zero 16-byte lines
   JTAB      target(3) keep(2) drop(2)                   (7)  br_table entries
-  CODE      see CODE_RECORD                             (35)
+  CODE      see CODE_RECORD                             (37)
   END                                                   (no count)
 """
 
 from __future__ import annotations
 
-from .fuse import CONST, LOCAL, NONE, FusedInstr, FusedProgram
+from ..errors import LinkError
+from .fuse import CONST, LOCAL, NONE, FusedInstr, FusedProgram, emitted_bytes
 from .instance import Instance
 from .vocab import le, op_token, tok, type_token
 
@@ -30,11 +31,21 @@ LINE = 16  # bytes of memory per DATA record
 NO_MAX = 0xFFFF_FFFF
 NO_ENTRY = 0xFF_FFFF
 
-# CODE record: op, source A mode + 8 bytes, source B mode + 8 bytes, destination mode +
-# local (2), X (4), Y (2), Z (2), static stack height (2), C(pc) (3).
-CODE_RECORD = 1 + 9 + 9 + 3 + 4 + 2 + 2 + 2 + 3
+# CODE record fields in order, with their sizes in tokens (docs/PROTOCOL.md). C comes right
+# after the op token and every field sits at a fixed offset, so a model finds a record's
+# fields by position; the universal model reads this table (universal/record.py).
+CODE_FIELDS = (("op", 1), ("C", 3), ("W", 2), ("A", 1), ("B", 1), ("dst", 1), ("local", 2),
+               ("height", 2), ("X", 4), ("Y", 2), ("Z", 2), ("valueA", 8), ("valueB", 8))
+CODE_RECORD = sum(size for _, size in CODE_FIELDS)
 RECORD_SIZES = {"VALTYPES": 1, "TYPES": 7, "FUNCS": 10, "GLOBALS": 10, "TABLES": 9,
                 "ELEMS": 10, "MEMORY": 8, "DATA": 4 + LINE, "JTAB": 7, "CODE": CODE_RECORD}
+
+# The longest prompt we write. An engine must hold the prompt *and* the trace within the
+# positions its model is proven exact for (model/numerics.py: a float64 position-keyed
+# lookup is exact to ~5.5e7 positions), so the prompt may take a small share of them:
+# 2**22 leaves over 90% for the trace, and is ~15x the largest C program's prompt (~280K).
+# The check also keeps a huge module (memory full of data) from exhausting host memory.
+MAX_PROMPT_TOKENS = 1 << 22
 
 _SRC_MODE = {None: "SRC_NONE", "stack": "SRC_STACK", LOCAL: "SRC_LOCAL", CONST: "SRC_CONST"}
 _DST_MODE = {NONE: "DST_NONE", "push": "DST_PUSH", "set": "DST_SET", "tee": "DST_TEE"}
@@ -56,11 +67,44 @@ class _Writer:
             self.tokens += r
 
 
-def prompt_tokens(instance: Instance, fused: FusedProgram, func_index: dict[int, int]) -> list[int]:
+def prompt_tokens(instance: Instance, fused: FusedProgram, func_index: dict[int, int],
+                  max_tokens: int = MAX_PROMPT_TOKENS) -> list[int]:
     """The prompt for running ``fused`` on ``instance`` from its current state.
 
     ``func_index`` maps ``id(function object)`` to its index (how references are written).
+    A prompt longer than ``max_tokens`` is refused (LinkError), before the big sections
+    are built when their records alone are too many.
     """
+    if _records_at_least(instance, fused, max_tokens) > max_tokens:
+        raise _too_large(max_tokens)
+    tokens = _prompt(instance, fused, func_index)
+    if len(tokens) > max_tokens:
+        raise _too_large(max_tokens)
+    return tokens
+
+
+def _too_large(max_tokens: int) -> LinkError:
+    return LinkError(f"prompt too large: more than {max_tokens:,} tokens (the limit: a "
+                     "model's exact positions must hold the prompt and the trace)")
+
+
+def _records_at_least(instance: Instance, fused: FusedProgram, stop: int) -> int:
+    """A lower bound on the prompt's length from its big sections: CODE, ELEMS, DATA.
+
+    Counting DATA lines stops past ``stop`` tokens, so a huge memory costs little."""
+    n = RECORD_SIZES["CODE"] * len(fused.code)
+    n += RECORD_SIZES["ELEMS"] * sum(len(t.elems) - t.elems.count(None) for t in instance.tables)
+    data = instance.memory.data if instance.memory is not None else bytearray()
+    block = 4096  # skip all-zero blocks at C speed; look at lines only in the others
+    for a in range(0, len(data), block):
+        if n > stop:
+            break
+        if data.count(0, a, a + block) < min(block, len(data) - a):
+            n += RECORD_SIZES["DATA"] * len(_data_lines(bytes(data[a:a + block])))
+    return n
+
+
+def _prompt(instance: Instance, fused: FusedProgram, func_index: dict[int, int]) -> list[int]:
     module = instance.module
     w = _Writer()
     w.tokens += [tok("PROGRAM"), VERSION]
@@ -133,11 +177,16 @@ def _code_record(fi: FusedInstr, c: int, jtab: list[list[int]]) -> list[int]:
         slot = 2 - len(fi.srcs) + i
         modes[slot], values[slot] = src.mode, src.value
     x, y, z = _immediates(fi, jtab)
-    return [op_token(fi.op),
-            tok(_SRC_MODE[modes[0]]), *le(values[0], 8),
-            tok(_SRC_MODE[modes[1]]), *le(values[1], 8),
-            tok(_DST_MODE[fi.dst]), *le(fi.dst_local, 2),
-            *le(x, 4), *le(y, 2), *le(z, 2), *le(fi.height, 2), *le(c, 3)]
+    w = emitted_bytes(fi)
+    if w >= 1 << 16:
+        raise LinkError(f"an instruction emits {w} bytes of values: more than the protocol's "
+                        f"{(1 << 16) - 1}")
+    fields = {"op": [op_token(fi.op)], "C": le(c, 3), "W": le(w, 2),
+              "A": [tok(_SRC_MODE[modes[0]])], "B": [tok(_SRC_MODE[modes[1]])],
+              "dst": [tok(_DST_MODE[fi.dst])], "local": le(fi.dst_local, 2),
+              "height": le(fi.height, 2), "X": le(x, 4), "Y": le(y, 2), "Z": le(z, 2),
+              "valueA": le(values[0], 8), "valueB": le(values[1], 8)}
+    return [t for name, _ in CODE_FIELDS for t in fields[name]]
 
 
 def _immediates(fi: FusedInstr, jtab: list[list[int]]) -> tuple[int, int, int]:

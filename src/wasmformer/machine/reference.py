@@ -14,7 +14,10 @@ compiled C executes them; the rest go through ``_OTHER`` handlers.
 
 Counting: ``fuel`` is the number of WebAssembly instructions executed,
 counted as wasmtime's fuel counts them (see docs/MACHINE.md). A step budget
-is a bound on that count.
+is a bound on that count. A wall-clock budget (``Deadline``) is checked every
+``CLOCK_INTERVAL`` instructions, at fuel checkpoints that share the step
+budget's branch: the hot loop compares ``fuel`` with one ``limit``, the
+nearer of the two, and only the rare branch taken there looks at the clock.
 
 Event recording: when ``observer`` is set, it is called before every
 instruction with ``(pc, fuel, stack, locals, frames)``: the machine state
@@ -22,13 +25,15 @@ the instruction is about to act on (``fuel`` already counts it). The token
 machine (tokens.py) reads what each instruction did from these states. It
 costs the untraced run nothing: the call sits in the budget check's branch,
 which a traced run takes always (its limit is set below any count) and an
-untraced run only when the budget is exhausted.
+untraced run only at a budget stop or a clock checkpoint.
 """
 
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import BudgetExceeded, Trap
@@ -48,6 +53,31 @@ if TYPE_CHECKING:
 _STRUCTS = {1: struct.Struct("<B"), 2: struct.Struct("<H"), 4: struct.Struct("<I"),
             8: struct.Struct("<Q")}
 NO_BUDGET = 1 << 62
+# Instructions between two looks at the clock: ~10 ms of reference execution, so a
+# wall-clock stop is that late at most, and the look itself costs nothing measurable.
+CLOCK_INTERVAL = 1 << 16
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A wall-clock budget: ``seconds`` as the user stated it, ending at ``at`` (monotonic)."""
+
+    seconds: float
+    at: float
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        return cls(seconds, time.monotonic() + seconds)
+
+
+def check_budgets(done: int, cost: int, budget: int, deadline: Deadline | None) -> None:
+    """Stop before an instruction of ``cost`` fuel when a budget is exhausted (``done`` ran)."""
+    if done + cost > budget:
+        raise BudgetExceeded(f"step budget of {budget} exhausted "
+                             "(WebAssembly instructions executed)")
+    if deadline is not None and time.monotonic() > deadline.at:
+        raise BudgetExceeded(f"wall-clock budget of {deadline.seconds:g} s exhausted "
+                             f"after {done} instructions")
 
 # Machine ops whose operands the executor uses unchanged.
 _OPERANDS_AS_IS = {
@@ -116,28 +146,30 @@ class ReferenceMachine:
 
     # --- running ---
 
-    def call(self, f: Function, args: list, budget: int | None = None) -> list:
+    def call(self, f: Function, args: list, budget: int | None = None,
+             deadline: Deadline | None = None) -> list:
         """Run ``f`` on ``args`` to completion; its results (unsigned ints / references)."""
         entry, _, _ = self._callee(f)
         if entry < 0:
             return self.call_outside(f, list(args))
-        return self._run(entry, list(args), NO_BUDGET if budget is None else budget)
+        return self._run(entry, list(args), NO_BUDGET if budget is None else budget, deadline)
 
     def call_outside(self, f: Function, args: list) -> list:
         if isinstance(f, HostFunction):
             return list(f.call(self.instance, args))
         return f.instance.machine.call(f, args)
 
-    def _run(self, pc: int, locs: list, limit: int) -> list:
+    def _run(self, pc: int, locs: list, budget: int, deadline: Deadline | None) -> list:
         code = self.code
         mem = self.instance.memory.data if self.instance.memory is not None else bytearray()
         stack: list = []
         frames: list[tuple[int, list]] = []
         push, pop = stack.append, stack.pop
         fuel = counted = 0  # executed so far; already added to instance.instructions
-        observe, budget = self.observer, limit
-        if observe is not None:
-            limit = -1  # every instruction takes the branch below, which reports it
+        observe = self.observer
+        clock = NO_BUDGET if deadline is None else CLOCK_INTERVAL  # the next clock checkpoint
+        # The one bound the hot loop checks; a traced run takes the branch at every instruction.
+        limit = min(budget, clock) if observe is None else -1
         ins: tuple = ()
         try:
             while True:
@@ -145,11 +177,15 @@ class ReferenceMachine:
                 pc += 1
                 fuel += ins[1]
                 if fuel > limit:
-                    if observe is None or fuel > budget:
-                        fuel -= ins[1]  # the instruction over budget does not run
-                        raise BudgetExceeded(f"step budget of {budget} exhausted "
-                                             "(WebAssembly instructions executed)")
-                    observe(pc - 1, fuel, stack, locs, frames)
+                    if fuel > budget or fuel > clock:
+                        fuel -= ins[1]  # not run yet: a budget stop leaves it out of the count
+                        check_budgets(fuel, ins[1], budget, deadline)
+                        fuel += ins[1]
+                        clock = NO_BUDGET if deadline is None else fuel + CLOCK_INTERVAL
+                        if observe is None:
+                            limit = min(budget, clock)
+                    if observe is not None:
+                        observe(pc - 1, fuel, stack, locs, frames)
                 k = ins[0]
                 if k == LOCAL_GET:
                     push(locs[ins[2]])

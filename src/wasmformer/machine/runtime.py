@@ -57,12 +57,15 @@ class Table:
 
     elem_type: ValType
     elems: list
-    max_size: int | None
+    max_size: int | None  # the declared maximum
+    host_limit: int = MAX_TABLE_SIZE  # what this host is willing to allocate
 
     def grow(self, delta: int, init: Any) -> int:
         """Add ``delta`` copies of ``init``; the old size, or -1 (as unsigned) on failure."""
         old = len(self.elems)
-        limit = MAX_TABLE_SIZE if self.max_size is None else self.max_size
+        limit = min(MAX_TABLE_SIZE, self.host_limit)
+        if self.max_size is not None:
+            limit = min(limit, self.max_size)
         if old + delta > limit:
             return 0xFFFF_FFFF
         self.elems.extend([init] * delta)

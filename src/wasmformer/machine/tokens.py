@@ -106,7 +106,8 @@ class TokenMachine:
         self.starts = self.fused.starts
         self.fused_pc = self.fused.fused_pc
         self.static_fuel = [ins.fuel for ins in code]
-        self.group_end = [fi.origin[-1] + 1 for fi in self.fused.code]
+        # (a `param` record has no machine pc: it is never a step of its own)
+        self.group_end = [fi.origin[-1] + 1 if fi.origin else 0 for fi in self.fused.code]
         self.kinds = [_kind(fi) for fi in self.fused.code]
         self.roles = [_ROLES.get(ins.op, R_STORE if ins.op in STORES else R_NONE) for ins in code]
         self.callee_at_entry = {instance.program.func(f.index).entry: f for f in self.fused.funcs}
