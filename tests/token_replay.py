@@ -242,8 +242,11 @@ class Replayer:
                 break
         for i, t in enumerate(ftype.results):
             self.frame.stack[base + i] = vocab.from_le(self.read(width(t)))
-        self.expect([T("JUMP"), *vocab.le(self.pc + 1, 3)])
-        self.pc += 1
+        after = self.pc + 1
+        while self.code[after].op == "result":  # a call_indirect's records: not for a host
+            after += 1
+        self.expect([T("JUMP"), *vocab.le(after, 3)])
+        self.pc = after
         return None
 
     def ret(self, fi: FusedInstr) -> str | None:
@@ -259,5 +262,5 @@ class Replayer:
         self.expect([T("RET"), *vocab.le(f.ret, 3), *vocab.le(len(self.frames) - 1, 2), *data])
         for i, v in enumerate(results):
             self.frame.stack[f.base + i] = v
-        self.pc = f.ret
+        self.pc = f.ret + keep  # past the call's `result` records (the results' bytes)
         return None

@@ -21,6 +21,9 @@ Each function's records begin with one ``param k`` record per parameter
 (no machine pc, no fuel): a call's header carries the arguments' bytes, and
 these records describe them as the static tokens of instructions that set
 locals 0..n-1, so that the C(pc) rule covers them like any other tokens.
+Likewise one ``result j`` record per result follows every call into the
+program: a return's header carries the results' bytes, the spans of these
+records, which push them on the caller's stack.
 
 Nothing here executes anything: this is a static re-description of the
 program. Every fused instruction also carries its static operand-stack
@@ -272,7 +275,8 @@ def fuse(program: Program) -> FusedProgram:
         local_types[fn.index] = locs
         stacks.extend(stack_types(program, fn.entry, fn.end, locs))
         entry[fn.index] = len(groups)
-        groups += [_param(k, t, fn.index) for k, t in enumerate(fn.type.params)]
+        n = len(fn.type.params)
+        groups += [_param(k, n, t, fn.index) for k, t in enumerate(fn.type.params)]
         i = fn.entry
         while i < fn.end:
             if code[i].op in REMOVED:
@@ -284,6 +288,7 @@ def fuse(program: Program) -> FusedProgram:
             for pc in range(i, last + 1):
                 fused_pc[pc] = len(groups)
             groups.append((srcs, core, suffix, fn.index))
+            groups += _results(program, code[core], stacks[core], fn.index)
             i = last + 1
     # Removed instructions belong to no group; jumps to them land on the next group.
     for pc in range(len(code) - 1, -1, -1):
@@ -311,11 +316,30 @@ def fuse(program: Program) -> FusedProgram:
                         tuple(prefix[:-1]))
 
 
-def _param(k: int, valtype: str, func: int) -> FusedInstr:
-    """The record of parameter ``k``: its tokens are the argument's bytes in a CALL header."""
-    return FusedInstr(op="param", args=(), srcs=(), dst=SET, dst_local=k, height=0,
+def _param(k: int, n: int, valtype: str, func: int) -> FusedInstr:
+    """The record of parameter k of n: its tokens are the argument's bytes in a CALL header,
+    the caller's stack slot n - k below the top of its arguments (``args``)."""
+    return FusedInstr(op="param", args=(n - k,), srcs=(), dst=SET, dst_local=k, height=0,
                       stack_operands=0, out_types=(valtype,), length=width(valtype), fuel=0,
                       origin=(), func=func)
+
+
+def _results(program: Program, ins: MInstr, stack: list[str] | None, func: int
+             ) -> list[FusedInstr]:
+    """The ``result`` records after a call into the program: result j's tokens are its bytes
+    in a RET header, pushed at the caller's height; the callee left it ``args`` slots below
+    its top. (A host call's results precede its JUMP, which lands after these records.)"""
+    module = program.module
+    if ins.op == "call" and ins.args[0] < module.num_imported_funcs:
+        return []
+    if ins.op not in ("call", "call_indirect"):
+        return []
+    ftype = module.func_types[ins.args[0]] if ins.op == "call" else module.types[ins.args[0]]
+    base = len(stack or []) - _stack_inputs(ins, program)
+    n = len(ftype.results)
+    return [FusedInstr(op="result", args=(n - j,), srcs=(), dst=PUSH, dst_local=0,
+                       height=base + j, stack_operands=0, out_types=(t,), length=width(t),
+                       fuel=0, origin=(), func=func) for j, t in enumerate(ftype.results)]
 
 
 def emitted_bytes(fi: FusedInstr) -> int:

@@ -288,8 +288,9 @@ class TokenMachine:
                        stack)
         elif kind == K_CALL:
             self._call(fi, pc, stack, locs, frames)
-        elif kind == K_RETURN:
-            out += [RET, *le(self.fused_pc[pc], PC_BYTES), *le(len(frames), DEPTH_BYTES)]
+        elif kind == K_RETURN:  # to the call's `result` records, just before the return point
+            back = self.fused_pc[pc] - len(fi.out_types)
+            out += [RET, *le(back, PC_BYTES), *le(len(frames), DEPTH_BYTES)]
             self._values(stack, fi.out_types)
         elif kind == K_GLOBAL_SET:
             out += self._value(self.instance.globals[fi.args[0]].value, fi.out_types[0])

@@ -58,7 +58,7 @@ VALTYPES = ("i32", "i64", "f32", "f64", "funcref", "externref")
 
 # Machine ops that appear in a fused program besides the integer numeric ops, loads and stores.
 _CONTROL_AND_OTHER = (
-    "param", "copy", "global.get", "global.set", "select", "br", "br_if", "br_unless", "br_table", "jump",
+    "param", "result", "copy", "global.get", "global.set", "select", "br", "br_if", "br_unless", "br_table", "jump",
     "call", "call_indirect", "return", "unreachable", "unsupported",
     "ref.null", "ref.is_null", "ref.func",
     "memory.size", "memory.grow", "memory.fill", "memory.copy", "memory.init", "data.drop",

@@ -1,7 +1,20 @@
-"""Circuits of the universal model, built with the graph DSL.
+"""The universal model, built with the graph DSL: one graph that executes any program whose
+fused instructions it covers, reading the program from the prompt (docs/PROTOCOL.md).
 
-So far the ALU: every integer instruction of ``machine.semantics.NUMERIC`` (but division)
-as an exact circuit on byte limbs, ``ALU_OPS[name](g, *operands) -> result bytes``.
+The interpreter (``build_universal_graph(limits) -> (graph, info)``; ``supported(fused)``
+lists what a program uses that it does not execute yet):
+
+  interpreter.py  the whole graph, layer by layer
+  features.py     the embedding: what each token carries
+  window.py       the 7 tokens before each position (layer 1)
+  locate.py       anchors, the C(pc) rule and the floor lookup: which instruction is next
+  record.py       a CODE record's fields, fetched by position
+  state.py        stack slots and locals: write keys, operand reads and assembly
+  emit.py         the next token: every case in one FFN node
+  limits.py       the ranges a graph is built (and exact) for
+
+The ALU: every integer instruction of ``machine.semantics.NUMERIC`` (but division) as an
+exact circuit on byte limbs, ``ALU_OPS[name](g, *operands) -> result bytes``.
 
   operand.py  Operand (bytes + bits of a value), Bytes (result bytes)
   units.py    unit groups shared by the circuits (steps, selections, ...)
@@ -15,6 +28,9 @@ as an exact circuit on byte limbs, ``ALU_OPS[name](g, *operands) -> result bytes
 
 from .alu import ALU_OPS, MISSING, AluOp
 from .cost import Cost, cost
+from .interpreter import build_universal_graph, supported
+from .limits import Limits
 from .operand import Bytes, Operand
 
-__all__ = ["ALU_OPS", "MISSING", "AluOp", "Bytes", "Cost", "Operand", "cost"]
+__all__ = ["ALU_OPS", "MISSING", "AluOp", "Bytes", "Cost", "Limits", "Operand",
+           "build_universal_graph", "cost", "supported"]

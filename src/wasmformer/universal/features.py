@@ -1,0 +1,93 @@
+"""The universal model's embedding: what each token of the protocol's vocabulary carries.
+
+Every feature is a column of the embedding (``Graph.token_feature``), one value per token id
+of ``machine.vocab``. A byte token carries its value and its 8 bits (so arithmetic reads
+bytes and bitwise circuits read bits without converting); the named tokens carry 0/1 flags
+for the roles the graph tests linearly (markers, modes) and an integer id for the ops,
+decoded into per-op flags only once an instruction's record has been fetched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wasmformer.graph import Graph, Node
+from wasmformer.machine import vocab
+
+from .alu import ALU_OPS
+
+# Ops the interpreter graph executes besides the ALU's (docs/PROTOCOL.md names them all).
+CONTROL_OPS = ("param", "result", "copy", "select", "br", "br_if", "br_unless", "jump", "call",
+               "return")
+FLAGS = ("JUMP", "CALL", "RET", "CODE", "FUNCS", "SRC_STACK", "SRC_LOCAL", "SRC_CONST",
+         "DST_PUSH", "DST_SET", "DST_TEE")
+
+
+def op_id(op: str) -> int:
+    """The integer the ``op_id`` feature gives an ``OP:<op>`` token (0: not an op token)."""
+    return 1 + vocab.OPS.index(op)
+
+
+def operand_bytes(op: str) -> tuple[int, int]:
+    """The byte sizes of operand slots A and B that ``op`` reads (0: the slot is unused);
+    where the size is the record's W it is marked -1 (``copy``, ``return``, the values
+    ``param`` and ``result`` copy from another frame, ``select``'s values)."""
+    if op in ALU_OPS:
+        params = ALU_OPS[op].params
+        return (0, params[0]) if len(params) == 1 else (params[0], params[1])
+    if op in ("br_if", "br_unless"):
+        return 0, 4
+    if op in ("copy", "return", "param", "result"):
+        return 0, -1
+    if op == "select":
+        return -1, 4
+    return 0, 0
+
+
+@dataclass(frozen=True)
+class TokenFeatures:
+    byte: Node  # the value of a byte token (0 for any other token)
+    bits: tuple[Node, ...]  # its 8 bits, least significant first
+    flag: dict[str, Node]  # FLAGS: 1 on that named token
+    callret: Node  # 1 on CALL and RET (anchors whose payload is 5 bytes)
+    is_op: Node  # 1 on any OP:<op> token
+    op_id: Node  # op_id(op) on OP:<op>, else 0
+    wide_a: Node  # on OP:<op>: 1 when operand slot A holds 8 bytes
+    wide_b: Node  # on OP:<op>: 1 when operand slot B holds 8 bytes
+    a_sized_by_w: Node  # on OP:<op>: 1 when slot A's size is the record's W (select)
+    sized_by_w: Node  # on OP:<op>: 1 when slot B's size is the record's W (copy, return, ...)
+    deep: Node  # on OP:<op>: 1 when it pops an operand below slots A and B (select)
+
+    def named(self, name: str) -> Node:
+        """A feature by name: 'byte', 'bit3', a FLAGS name, 'callret', 'is_op', 'op_id', ..."""
+        if name.startswith("bit"):
+            return self.bits[int(name[3:])]
+        if name in self.flag:
+            return self.flag[name]
+        return getattr(self, name)
+
+
+def token_features(g: Graph) -> TokenFeatures:
+    size = vocab.SIZE
+    ops = {vocab.op_token(op): op for op in vocab.OPS}
+
+    def column(name: str, value) -> Node:
+        return g.token_feature(name, [value(t) for t in range(size)])
+
+    byte = column("byte", lambda t: t if vocab.is_byte(t) else 0)
+    bits = tuple(column(f"bit{i}", lambda t, i=i: (t >> i) & 1 if vocab.is_byte(t) else 0)
+                 for i in range(8))
+    ids = {name: vocab.tok(name) for name in FLAGS}
+    flag = {name: column(f"is_{name}", lambda t, n=name: int(t == ids[n])) for name in FLAGS}
+    callret = column("is_CALLRET", lambda t: int(t in (ids["CALL"], vocab.tok("RET"))))
+    return TokenFeatures(
+        byte=byte, bits=bits, flag=flag, callret=callret,
+        is_op=column("is_OP", lambda t: int(t in ops)),
+        op_id=column("op_id", lambda t: op_id(ops[t]) if t in ops else 0),
+        wide_a=column("wide_a", lambda t: int(t in ops and operand_bytes(ops[t])[0] == 8)),
+        wide_b=column("wide_b", lambda t: int(t in ops and operand_bytes(ops[t])[1] == 8)),
+        a_sized_by_w=column("a_sized_by_w",
+                            lambda t: int(t in ops and operand_bytes(ops[t])[0] < 0)),
+        sized_by_w=column("sized_by_w", lambda t: int(t in ops and operand_bytes(ops[t])[1] < 0)),
+        deep=column("deep", lambda t: int(t in ops and ops[t] == "select")),
+    )

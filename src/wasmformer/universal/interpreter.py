@@ -1,0 +1,107 @@
+"""The universal interpreter graph: fed a program's prompt and trace, it predicts the next
+trace token as the reference token machine does (docs/PROTOCOL.md).
+
+The program is only in the prompt: the graph is the same for every program. Data flow, by
+sublayer (attention heads then FFN nodes; the compiler schedules them):
+
+  1 attn  the window (7 heads: tokens p-7 .. p-1); the CODE section's position
+  1 ffn   the target pc an anchor ending here names
+  2 attn  the latest anchor end (its target pc), the call depth, the frame
+  3 attn  C(target): one field of the target's record
+  4 attn  the floor lookups: which record's span holds X (next token) and X - 1 (this one)
+  4 ffn   floor = nearest or the one before
+  5 attn  the next token's record (5 heads) and this token's record (2 heads); the write
+          keys of this token are linear in them
+  5 ffn   decode: op flags, the offset k within the span, widths
+  6 attn  the next instruction's operands: stack slots and locals, by key
+  6 ffn   the operands' bytes and bits (constant, stack, local or 0)
+  7.. ffn the ALU circuits, and the next token (one node, all cases merged)
+
+``supported(fused)`` lists what a program uses that this graph does not execute yet.
+"""
+
+from __future__ import annotations
+
+from wasmformer.graph import Graph, as_linear
+from wasmformer.graph.functions import equals
+from wasmformer.graph.output import emit_token_id
+from wasmformer.machine import vocab
+from wasmformer.machine.fuse import FusedProgram
+
+from .calls import call_info
+from .emit import Decoded, next_token
+from .features import CONTROL_OPS, op_id, token_features
+from .limits import Limits
+from .locate import anchor_window_needs, fetch_record, find_anchor, header_offsets
+from .record import SIZE, window_needs
+from .state import assemble, assemble_stack, read_state, write_keys
+from .window import Window
+
+NEXT_FIELDS = tuple(SIZE)  # every field of the next token's record
+CUR_FIELDS = ("op", "C", "W", "A", "B", "dst", "local", "height")  # what a write key needs
+MAX_SPAN = 8  # offsets within a span the graph distinguishes (values of up to 8 bytes)
+
+
+def build_universal_graph(limits: Limits | None = None) -> tuple[Graph, dict]:
+    """The graph and an info dict (limits, ops, and a few nodes worth inspecting)."""
+    limits = limits or Limits()
+    g = Graph(vocab.SIZE, limits.max_len)
+    tokens = token_features(g)
+    needs: dict[int, set[str]] = {}
+    for part in (anchor_window_needs(), window_needs(NEXT_FIELDS), window_needs(CUR_FIELDS)):
+        for d, names in part.items():
+            needs.setdefault(d, set()).update(names)
+    window = Window(g, tokens, needs)
+    anchor = find_anchor(g, window, limits)
+    payload_offset, in_payload, this_in_header = header_offsets(window)
+    p = g.position()
+    x_next = anchor.target_c + p - anchor.end - payload_offset
+    x_cur = anchor.target_c + p - anchor.end - 1
+    nxt = fetch_record(g, window, "next", x_next, NEXT_FIELDS, limits)
+    cur = fetch_record(g, window, "cur", x_cur, CUR_FIELDS, limits)
+    keys = write_keys(cur, x_cur, anchor, this_in_header, limits)
+
+    # decode the next token's instruction (one FFN sublayer)
+    op_code = nxt.flag("op", "op_id")
+    ops = {name: equals(g, op_code, op_id(name), name=f"op={name}")
+           for name in (*limits.ops, *CONTROL_OPS)}
+    k = x_next - nxt.number("C", limits.pc_bytes)
+    width = nxt.number("W")
+    sel = [equals(g, k, j, name=f"k={j}") for j in range(MAX_SPAN + 1)]
+    at_w = equals(g, k - width, 0, name="k=W")
+    wide_by_w = equals(g, width + 16 * (1 - nxt.flag("op", "sized_by_w")), 8, name="W=8")
+    wide_a_by_w = equals(g, width + 16 * (1 - nxt.flag("op", "a_sized_by_w")), 8, name="A:W=8")
+    depth_zero = equals(g, anchor.depth, 0, name="depth=0")
+
+    reads = read_state(g, window, keys, nxt, anchor)
+    a = assemble(g, "A", nxt, "A", reads, nxt.flag("op", "wide_a") + wide_a_by_w)
+    deep = assemble_stack(g, "deep", reads.stack["deep"], wide_a_by_w)
+    b = assemble(g, "B", nxt, "B", reads, nxt.flag("op", "wide_b") + wide_by_w,
+                 extra_stack=ops["return"])
+    calls = call_info(g, window, nxt, keys, anchor, as_linear(wide_by_w), limits)
+    decoded = Decoded(ops, sel, at_w, depth_zero, anchor.depth, in_payload)
+    out = next_token(g, window, nxt, decoded, (deep, a, b), calls, limits.ops)
+    emit_token_id(g, out)
+    info = {"limits": limits, "ops": (*limits.ops, *CONTROL_OPS), "x_next": x_next,
+            "x_cur": x_cur, "next_token": out, "keys": keys, "anchor": anchor,
+            "operands": (a, b)}
+    return g, info
+
+
+def supported(fused: FusedProgram, limits: Limits | None = None) -> list[str]:
+    """What the graph cannot execute in ``fused`` (empty: the whole program is covered)."""
+    limits = limits or Limits()
+    known = set(limits.ops) | set(CONTROL_OPS)
+    imported = fused.program.module.num_imported_funcs
+    problems = []
+    for pc, fi in enumerate(fused.code):
+        if fi.op not in known:
+            problems.append(f"pc {pc}: {fi.op}")
+        elif fi.op == "call" and fi.args[0] < imported:
+            problems.append(f"pc {pc}: call of an imported function (a host call)")
+        elif fi.op in ("br", "br_if") and fi.args[1] and fi.args[2]:
+            problems.append(f"pc {pc}: {fi.op} moving {fi.args[1]} kept values")
+        elif fi.op == "return" and len(fi.out_types) > 1:
+            problems.append(f"pc {pc}: return of {len(fi.out_types)} values")
+    return problems
+

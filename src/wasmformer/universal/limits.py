@@ -1,0 +1,53 @@
+"""The ranges a universal graph is built for (and exact within).
+
+Everything the graph reads from tokens is a number of a few byte tokens; declaring how
+many of them can be non-zero keeps every feature's range, and so every weight and score
+of the compiled model, as small as the programs need. ``check`` refuses a program that a
+graph built with these limits would misread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from wasmformer.graph import GraphError
+from wasmformer.machine.fuse import FusedProgram
+
+from .alu import ALU_OPS
+
+SLOT_LIMIT = 256  # stack heights, local indices and call depths are read from their low byte
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_len: int = 2048  # positions: prompt + trace
+    pc_bytes: int = 2  # fused pcs and C(pc) below 256**pc_bytes
+    max_depth: int = 8  # call depths 0 .. max_depth - 1
+    ops: tuple[str, ...] = field(default_factory=lambda: tuple(sorted(ALU_OPS)))  # ALU ops built
+
+    def __post_init__(self) -> None:
+        unknown = [op for op in self.ops if op not in ALU_OPS]
+        if unknown:
+            raise GraphError(f"no ALU circuit for {', '.join(unknown)}")
+        if self.pc_bytes not in (1, 2, 3):
+            raise GraphError("pc_bytes must be 1, 2 or 3")
+        if not 1 <= self.max_depth <= SLOT_LIMIT:
+            raise GraphError(f"max_depth must be within 1..{SLOT_LIMIT}")
+
+    def check(self, fused: FusedProgram, length: int) -> None:
+        """Raise unless ``fused`` run over ``length`` positions is within these limits."""
+        if length > self.max_len:
+            raise GraphError(f"{length} positions: over the graph's max_len {self.max_len}")
+        top = 256 ** self.pc_bytes
+        c_total = fused.prefix[-1] + 64 if fused.prefix else 0
+        if len(fused.code) >= top or c_total >= top:
+            raise GraphError(f"{len(fused.code)} fused instructions: over the graph's "
+                             f"{self.pc_bytes}-byte pcs")
+        for fi in fused.code:
+            if fi.height >= SLOT_LIMIT or fi.dst_local >= SLOT_LIMIT:
+                raise GraphError(f"pc with stack height {fi.height} or local {fi.dst_local}: "
+                                 f"over {SLOT_LIMIT - 1}")
+        for f in fused.funcs:
+            if len(f.locals) > SLOT_LIMIT:
+                raise GraphError(f"function {f.index} has {len(f.locals)} locals: over "
+                                 f"{SLOT_LIMIT}")

@@ -1,0 +1,258 @@
+"""The universal interpreter graph (wasmformer.universal.interpreter) against the reference
+token machine: the program is only in the prompt, the graph is the same for every program.
+
+- the exact evaluator, generating greedily from prompt + invocation header, reproduces the
+  token machine's trace token for token (several invocations continue one stream);
+- the compiled torch model (float64, proven exact by the numerics guard) gives the same
+  tokens, by a causal forward over the whole stream and by KV-cached decoding;
+- every ALU opcode on edge and random operands (slow: all of them, from locals and from
+  the stack);
+- random straight-line programs in the subset (slow).
+
+The default run uses a graph with only the ALU ops its evaluator programs need (the exact
+evaluator is slow); the torch tests use the full ALU.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from alu_harness import edge_values, random_value  # noqa: E402
+from universal_programs import (  # noqa: E402
+    PROGRAMS,
+    Stream,
+    check_evaluator,
+    check_model,
+    generate_with_cache,
+    make_stream,
+    stream,
+)
+
+from wasmformer.compiler import CompiledModel, compile_graph  # noqa: E402
+from wasmformer.graph import GraphError  # noqa: E402
+from wasmformer.machine import vocab  # noqa: E402
+from wasmformer.model import NumericsError, analyse, build_model  # noqa: E402
+from wasmformer.universal.alu import ALU_OPS  # noqa: E402
+from wasmformer.universal.interpreter import build_universal_graph, supported  # noqa: E402
+from wasmformer.universal.limits import Limits  # noqa: E402
+
+EVALUATED = ("sum_to", "sum_squares")  # the default run's evaluator programs (all: slow)
+MAX_LEN = 2048
+
+
+def ops_of(*names: str) -> tuple[str, ...]:
+    return tuple(sorted({fi.op for n in names for fi in stream(n).fused.code
+                         if fi.op in ALU_OPS}))
+
+
+@functools.cache
+def small_graph():
+    return build_universal_graph(Limits(max_len=MAX_LEN, ops=ops_of(*EVALUATED)))[0]
+
+
+@functools.cache
+def full_graph():
+    return build_universal_graph(Limits(max_len=MAX_LEN))[0]
+
+
+@functools.cache
+def full_compiled() -> CompiledModel:
+    return compile_graph(full_graph())
+
+
+@functools.cache
+def full_model():
+    return build_model(full_compiled(), torch.float64)
+
+
+# --- coverage of the programs ---
+
+
+@pytest.mark.parametrize("name", sorted(PROGRAMS))
+def test_programs_are_in_the_subset(name: str) -> None:
+    s = stream(name)
+    assert supported(s.fused) == []
+    assert all(t.outcome == "halt" for t in s.traces)
+    assert len(s.tokens) <= MAX_LEN
+    Limits(max_len=MAX_LEN).check(s.fused, len(s.tokens))
+
+
+def test_supported_names_what_is_missing() -> None:
+    s = make_stream("mem", """(module (memory 1)
+      (func (export "f") (param i32) (result i32)
+        (i32.store (local.get 0) (i32.const 7)) (i32.load (local.get 0))))""", [("f", [8])])
+    missing = supported(s.fused)
+    assert any("i32.store" in m for m in missing) and any("i32.load" in m for m in missing)
+
+
+# --- the exact evaluator ---
+
+
+@pytest.mark.parametrize("name", EVALUATED)
+def test_evaluator_generates_the_trace(name: str) -> None:
+    assert check_evaluator(small_graph(), stream(name)) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(PROGRAMS))
+def test_full_graph_evaluator_generates_the_trace(name: str) -> None:
+    assert check_evaluator(full_graph(), stream(name)) > 0
+
+
+# --- the torch model ---
+
+
+@pytest.mark.parametrize("name", sorted(PROGRAMS))
+def test_model_float64_gives_the_trace(name: str) -> None:
+    assert check_model(full_model(), stream(name)) > 0
+
+
+def test_model_kv_cache_decoding() -> None:
+    s = stream("sum_to")  # two invocations on one cache
+    want = [t.tokens[len(t.step_tokens(0)):] for t in s.traces]
+    assert generate_with_cache(full_model(), s) == want
+
+
+def test_numerics() -> None:
+    compiled = full_compiled()
+    report = analyse(compiled.program, torch.float64)
+    assert report.exact, report.summary()
+    with pytest.raises(NumericsError):  # the content-keyed lookups need float64
+        build_model(compiled, torch.float32)
+
+
+def test_model_card() -> None:
+    card = full_compiled().card
+    print(f"\nuniversal graph, full ALU, max_len {MAX_LEN}:\n{card}")
+    assert card.layers <= 10 and card.heads <= 32  # a guard against growth, not a goal
+    assert card.vocab_size == vocab.SIZE
+
+
+def test_limits_are_checked() -> None:
+    s = stream("sum_to")
+    with pytest.raises(GraphError, match="max_len"):
+        Limits(max_len=100).check(s.fused, len(s.tokens))
+    body = " ".join("local.get 0 i32.const 1 i32.add local.set 0" for _ in range(300))
+    big = make_stream("big", f"""(module (func (export "f") (param i32) (result i32)
+        {body} local.get 0))""", [("f", [1])])
+    with pytest.raises(GraphError, match="pcs"):  # 300 records: over 1-byte pcs
+        Limits(pc_bytes=1).check(big.fused, 10)
+
+
+# --- every ALU op ---
+
+TYPE = {4: "i32", 8: "i64"}
+
+
+def op_stream(op: str, cases: int, seed: int) -> Stream:
+    """``op`` applied to operands from locals and from the stack, on edge and random values."""
+    spec = ALU_OPS[op]
+    params = [TYPE[n] for n in spec.params]
+    result = TYPE[spec.result]
+    decl = " ".join(f"(param {t})" for t in params)
+    temps = " ".join(f"(local {t})" for t in params)
+    locals_ = " ".join(f"(local.get {i})" for i in range(len(params)))
+    stacked = " ".join(f"(local.tee {len(params) + i} (local.get {i}))"
+                       for i in range(len(params)))
+    wat = f"""(module
+      (func (export "ll") {decl} (result {result}) ({op} {locals_}))
+      (func (export "ss") {decl} (result {result}) {temps} ({op} {stacked})))"""
+    rng = random.Random(seed)
+    columns = []
+    for n in spec.params:
+        edges = edge_values(n)
+        rng.shuffle(edges)
+        columns.append(edges)
+    calls = []
+    for i in range(cases):
+        args = [c[i] if i < len(c) else random_value(rng, n)
+                for c, n in zip(columns, spec.params, strict=True)]
+        calls.append(("ll" if i % 2 == 0 else "ss", args))
+    return make_stream(op, wat, calls)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("op", sorted(ALU_OPS))
+def test_every_alu_op_model(op: str) -> None:
+    assert check_model(full_model(), op_stream(op, cases=24, seed=len(op))) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("op", sorted(ALU_OPS))
+def test_every_alu_op_evaluator(op: str) -> None:
+    g = build_universal_graph(Limits(max_len=MAX_LEN, ops=(op,)))[0]
+    assert check_evaluator(g, op_stream(op, cases=4, seed=len(op) + 1)) > 0
+
+
+# --- random straight-line programs ---
+
+BINARY = ("add", "sub", "mul", "and", "xor", "shl", "rotr", "lt_u", "ge_s", "ne")
+UNARY = {"i32": ("i32.eqz", "i32.clz", "i32.popcnt", "i64.extend_i32_s", "i32.extend8_s"),
+         "i64": ("i64.eqz", "i32.wrap_i64", "i64.ctz", "i64.extend16_s")}
+LOCALS = ("i32", "i64", "i32", "i64")
+
+
+@st.composite
+def straight_line(draw) -> str:
+    """A well-typed body over the subset (locals, constants, stack) that leaves one i32."""
+    stack: list[str] = []
+    body: list[str] = []
+    for _ in range(draw(st.integers(1, 14))):
+        choices = ["get", "const"] + (["unary", "set"] if stack else [])
+        if len(stack) >= 2 and stack[-1] == stack[-2]:
+            choices.append("binary")
+        kind = draw(st.sampled_from(choices))
+        if kind == "get":
+            k = draw(st.integers(0, 3))
+            body.append(f"local.get {k}")
+            stack.append(LOCALS[k])
+        elif kind == "const":
+            t = draw(st.sampled_from(("i32", "i64")))
+            v = draw(st.sampled_from((0, 1, 7, 255, -1, -2**31, 2**31 - 1, 0x12345)))
+            body.append(f"{t}.const {v}")
+            stack.append(t)
+        elif kind == "unary":
+            op = draw(st.sampled_from(UNARY[stack[-1]]))
+            body.append(op)
+            stack[-1] = "i32" if op in ("i32.eqz", "i64.eqz", "i32.wrap_i64", "i32.clz",
+                                        "i32.popcnt", "i32.extend8_s") else "i64"
+        elif kind == "binary":
+            t = stack.pop()
+            op = draw(st.sampled_from(BINARY))
+            body.append(f"{t}.{op}")
+            stack[-1] = "i32" if op in ("lt_u", "ge_s", "ne") else t
+        else:
+            k = draw(st.sampled_from([k for k in range(4) if LOCALS[k] == stack[-1]]))
+            tee = draw(st.booleans())
+            body.append(f"local.{'tee' if tee else 'set'} {k}")
+            if not tee:
+                stack.pop()
+    while len(stack) > 1:  # `drop` disappears in the fused program: heights account for it
+        body.append("drop")
+        stack.pop()
+    if not stack:
+        body.append("local.get 0")
+    elif stack[0] == "i64":
+        body.append("i32.wrap_i64")
+    return "\n".join(body)
+
+
+@pytest.mark.slow
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(straight_line(), st.integers(0, 2**32 - 1), st.integers(0, 2**64 - 1))
+def test_random_straight_line(body: str, a: int, b: int) -> None:
+    wat = f"""(module (func (export "f") (param i32 i64) (result i32) (local i32 i64)
+      {body}))"""
+    s = make_stream("random", wat, [("f", [a, b])])
+    assert supported(s.fused) == []
+    assert check_model(full_model(), s) > 0

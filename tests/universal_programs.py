@@ -1,0 +1,242 @@
+"""Programs in the universal graph's subset, their token streams, and the runners that check a
+graph (exact evaluator) or a torch model against the reference token machine.
+
+A *stream* is what an engine feeds and generates for one instance: the prompt, then per
+invocation the header (``CALL entry depth args``, written by the engine) and the trace the
+model must generate up to ``HALT``. Several invocations continue the same stream (a
+persistent instance), which also exercises the frame rule for locals.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+
+from wasmformer.graph import Evaluator, Graph
+from wasmformer.machine import Instance, TokenMachine, prompt_tokens, vocab
+from wasmformer.machine.fuse import FusedProgram
+from wasmformer.machine.tokens import Trace, trace_lines
+from wasmformer.toolchain import program_bytes
+from wasmformer.wasm import load_module
+
+# name: (module text, invocations (export, args))
+PROGRAMS: dict[str, tuple[str, list[tuple[str, list[int]]]]] = {
+    "sum_to": ("""(module
+      (func (export "sum_to") (param $n i32) (result i32) (local $acc i32)
+        (loop $next
+          local.get $acc  local.get $n  i32.add  local.set $acc
+          local.get $n  i32.const 1  i32.sub  local.tee $n
+          br_if $next)
+        local.get $acc))""", [("sum_to", [4]), ("sum_to", [2])]),
+    "fact": ("""(module
+      (func (export "fact") (param $n i64) (result i64) (local $r i64)
+        i64.const 1 local.set $r
+        (block $done
+          (loop $next
+            local.get $n i64.eqz br_if $done
+            local.get $r local.get $n i64.mul local.set $r
+            local.get $n i64.const 1 i64.sub local.set $n
+            br $next))
+        local.get $r))""", [("fact", [4])]),
+    "collatz": ("""(module
+      (func (export "steps") (param $n i32) (result i32) (local $k i32)
+        (block $done
+          (loop $next
+            local.get $n i32.const 1 i32.eq br_if $done
+            (if (i32.and (local.get $n) (i32.const 1))
+              (then (local.set $n (i32.add (i32.mul (local.get $n) (i32.const 3))
+                                           (i32.const 1))))
+              (else (local.set $n (i32.shr_u (local.get $n) (i32.const 1)))))
+            local.get $k i32.const 1 i32.add local.set $k
+            br $next))
+        local.get $k))""", [("steps", [6])]),
+    "clamp": ("""(module
+      (func (export "clamp") (param $x i32) (result i32)
+        (block $hi
+          (block $lo
+            (br_if $lo (i32.lt_s (local.get $x) (i32.const 0)))
+            (br_if $hi (i32.gt_s (local.get $x) (i32.const 100)))
+            (return (local.get $x)))
+          (return (i32.const 0)))
+        i32.const 100))""", [("clamp", [-7]), ("clamp", [55]), ("clamp", [1000])]),
+    "exprs": ("""(module
+      (func (export "mix") (param $a i32) (param $b i64) (result i64)
+        (i64.add
+          (i64.extend_i32_s (i32.sub (i32.mul (local.get $a) (i32.const 7))
+                                     (i32.add (local.get $a) (i32.const 3))))
+          (i64.rotl (local.get $b) (i64.const 13))))
+      (func (export "bits") (param $x i32) (result i32) (local $t i32)
+        (local.tee $t (i32.xor (local.get $x) (i32.const 0x5a5a)))
+        i32.popcnt
+        (i32.clz (local.get $t))
+        i32.add
+        (i32.ctz (i32.or (local.get $x) (i32.const 0x100)))
+        i32.add
+        (i32.wrap_i64 (i64.shr_s (i64.const -4096)
+                                 (i64.extend_i32_u (i32.and (local.get $x) (i32.const 7)))))
+        i32.add)
+      (func (export "cmp") (param $a i32) (param $b i32) (result i32)
+        (i32.add (i32.lt_s (local.get $a) (local.get $b))
+                 (i32.add (i32.gt_u (local.get $a) (local.get $b))
+                          (i32.mul (i32.eqz (local.get $a)) (i32.const 10)))))
+      (func (export "k") (result i64) i64.const 0x123456789abcdef0))""",
+              [("mix", [-5, 0x0102030405060708]), ("bits", [0x1234]), ("cmp", [-3, 4]),
+               ("k", [])]),
+    "find": ("""(module
+      (func (export "find") (param $n i32) (result i32) (local $i i32)
+        (loop $next
+          (if (i32.ge_u (i32.mul (local.get $i) (local.get $i)) (local.get $n))
+            (then (return (local.get $i))))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          br $next)
+        i32.const -1))""", [("find", [10])]),
+    "sum_squares": ("""(module
+      (func $square (param i32) (result i32)
+        local.get 0  local.get 0  i32.mul)
+      (func (export "sum_squares") (param $n i32) (result i32) (local $acc i32)
+        (loop $next
+          local.get $acc  local.get $n  call $square  i32.add  local.set $acc
+          local.get $n  i32.const 1  i32.sub  local.tee $n
+          br_if $next)
+        local.get $acc))""", [("sum_squares", [3])]),
+    "recursion": ("""(module
+      (func $fib (export "fib") (param $n i32) (result i32)
+        (if (result i32) (i32.lt_u (local.get $n) (i32.const 2))
+          (then (local.get $n))
+          (else (i32.add (call $fib (i32.sub (local.get $n) (i32.const 1)))
+                         (call $fib (i32.sub (local.get $n) (i32.const 2))))))))""",
+                  [("fib", [5])]),
+    "frames": ("""(module
+      (func $mix (param $a i64) (param $b i32) (param $c i64) (result i64) (local $t i64)
+        (local.set $t (i64.xor (local.get $a) (local.get $c)))
+        (i64.add (local.get $t) (i64.extend_i32_u (local.get $b))))
+      (func $noop (param i32))
+      (func $twice (param $x i32) (result i32) (local $y i32)
+        (call $noop (local.get $x))
+        (local.set $y (i32.add (local.get $y) (local.get $x)))
+        (i32.add (local.get $y) (local.get $x)))
+      (func (export "run") (param $x i32) (result i64) (local $u i32)
+        (local.set $u (call $twice (local.get $x)))
+        (i64.add (call $mix (i64.const 0x1111000011110000) (local.get $u)
+                            (i64.extend_i32_s (call $twice (i32.const -3))))
+                 (i64.const 1))))""", [("run", [7]), ("run", [1])]),
+    "select": ("""(module
+      (func (export "pick") (param $a i32) (param $b i32) (param $w i64) (result i64)
+        (local $m i32)
+        (local.set $m (select (local.get $a) (local.get $b) (i32.lt_s (local.get $a)
+                                                                      (local.get $b))))
+        (i64.add (select (local.get $w) (i64.const 5) (local.get $m))
+                 (i64.extend_i32_u (select (i32.const 9) (local.get $m)
+                                           (i32.eqz (local.get $b)))))))""",
+               [("pick", [3, -8, 0x1_0000_0007]), ("pick", [0, 0, -2])]),
+}
+
+
+@dataclass(frozen=True)
+class Stream:
+    """An instance's token stream: the prompt, then (header, trace) per invocation."""
+
+    name: str
+    fused: FusedProgram
+    prompt: list[int]
+    traces: list[Trace]
+    calls: list[tuple[str, list[int]]]
+
+    @property
+    def tokens(self) -> list[int]:
+        return self.prompt + [t for tr in self.traces for t in tr.tokens]
+
+    def predicted(self) -> list[bool]:
+        """For each position: whether the model must predict the *next* token (the token
+        after it is a trace token, not part of the prompt or of an invocation header)."""
+        flags = [False] * len(self.prompt)
+        for tr in self.traces:  # header, trace, and HALT (followed by the next header)
+            head = len(tr.step_tokens(0))
+            flags += [False] * (head - 1) + [True] * (len(tr.tokens) - head) + [False]
+        return flags
+
+    def describe_failure(self, position: int) -> str:
+        at = len(self.prompt)
+        for (export, args), tr in zip(self.calls, self.traces, strict=True):
+            if position < at + len(tr.tokens):
+                lines = "\n".join(trace_lines(tr, export))
+                return (f"{self.name}: {export}{tuple(args)}, trace token {position + 1 - at}"
+                        f"\n{lines}")
+            at += len(tr.tokens)
+        return f"{self.name}: position {position}"
+
+
+def make_stream(name: str, wat: str, calls: list[tuple[str, list[int]]]) -> Stream:
+    inst = Instance(load_module(program_bytes(wat).wasm))
+    tm = TokenMachine(inst)
+    prompt = prompt_tokens(inst, tm.fused, tm.func_index)
+    traces = [tm.invoke(export, args) for export, args in calls]
+    assert all(t.outcome == "halt" for t in traces), name
+    return Stream(name, tm.fused, prompt, traces, calls)
+
+
+@functools.cache
+def stream(name: str) -> Stream:
+    wat, calls = PROGRAMS[name]
+    return make_stream(name, wat, calls)
+
+
+def check_evaluator(g: Graph, s: Stream) -> int:
+    """Generate ``s``'s traces with the exact evaluator (greedy: each predicted token is fed
+    back); assert every one equals the token machine's. Returns the tokens generated."""
+    ev = Evaluator(g)
+    tokens, predicted = s.tokens, s.predicted()
+    generated = 0
+    token = tokens[0]
+    for i in range(len(tokens) - 1):
+        if not predicted[i]:
+            ev.feed(token)
+            token = tokens[i + 1]
+            continue
+        got = ev.append(token)
+        want = tokens[i + 1]
+        assert got == want, (f"position {i}: graph {vocab.describe(got)}, token machine "
+                             f"{vocab.describe(want)}\n{s.describe_failure(i)}")
+        generated += 1
+        token = got
+    return generated
+
+
+def check_model(model: torch.nn.Module, s: Stream) -> int:
+    """The model's argmax at every predicted position equals the token machine's next token
+    (one causal forward over the whole stream: by induction, greedy decoding then
+    generates exactly the trace). Returns the tokens checked."""
+    tokens, predicted = s.tokens, s.predicted()
+    with torch.no_grad():
+        best = model(torch.tensor([tokens]))[0].argmax(-1).tolist()
+    checked = 0
+    for i, flag in enumerate(predicted):
+        if flag:
+            assert best[i] == tokens[i + 1], (
+                f"position {i}: model {vocab.describe(best[i])}, token machine "
+                f"{vocab.describe(tokens[i + 1])}\n{s.describe_failure(i)}")
+            checked += 1
+    return checked
+
+
+def generate_with_cache(model, s: Stream) -> list[list[int]]:
+    """Greedy decoding with the KV cache, invocation after invocation on one cache: the
+    generated traces (each up to and including HALT)."""
+    halt = vocab.tok("HALT")
+    cache = model.new_cache()
+    out = []
+    with torch.no_grad():
+        model.run(torch.tensor([s.prompt]), 0, cache)
+        for tr in s.traces:
+            head = tr.step_tokens(0)
+            logits = model.run(torch.tensor([head]), cache.length, cache)[0, -1]
+            new: list[int] = []
+            while len(new) < len(tr.tokens):
+                new.append(int(logits.argmax()))
+                logits = model.step(torch.tensor([new[-1]]), cache)[0]
+                if new[-1] == halt:
+                    break
+            out.append(new)
+    return out
