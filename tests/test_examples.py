@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import wasmtime
-from judge import JudgeResult, run_wasmtime
 
 import wasmformer
+from wasmformer.judge import JudgeResult, run_wasmtime
 from wasmformer.toolchain import compile_c
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from judge import run_wasmtime
 
 from wasmformer import toolchain
 from wasmformer.errors import CompileError, InputError
+from wasmformer.judge import run_wasmtime
 from wasmformer.toolchain import compile_c, program_bytes
 from wasmformer.wasm import load_module
 

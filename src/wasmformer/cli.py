@@ -222,6 +222,26 @@ def dataset(
                       f"{len(data):,} bytes)", markup=False)
 
 
+@app.command()
+def bench(
+    out_dir: Path = typer.Option(Path("."), "--out-dir", "-o", help="Where BENCHMARKS.md goes."),
+    quick: bool = typer.Option(False, "--quick", help="Only the short examples (CI)."),
+    engine: list[str] = typer.Option(None, "--engine", help="Engines to measure (default: all)."),
+    per_run_timeout: float = typer.Option(900.0, "--per-run-timeout", min=1.0,
+                                          help="Seconds before one measurement is abandoned."),
+) -> None:
+    """Run the examples through every engine and wasmtime; write BENCHMARKS.md and plots."""
+    from .bench import run_bench
+
+    unknown = [name for name in engine or () if name not in api.ENGINES]
+    if unknown:
+        raise InputError(f"unknown or unavailable engine '{unknown[0]}' "
+                         f"(available: {', '.join(api.ENGINES)})")
+    target = run_bench(out_dir, quick=quick, engines=tuple(engine) if engine else None,
+                       per_run_timeout=per_run_timeout)
+    err_console.print(f"wrote {target}", markup=False)
+
+
 def main() -> None:
     """Console-script entry point: turn every known failure into one line and an exit code."""
     try:

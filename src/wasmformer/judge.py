@@ -1,4 +1,7 @@
-"""The independent judge: run a WASI program under wasmtime and count its fuel.
+"""The independent judge: run a WASI program under wasmtime, count its fuel, time it.
+
+Used by the tests (outputs and fuel must match) and by ``wasmformer bench`` (the native
+baseline); it needs the ``wasmtime`` package (the ``test`` extra).
 
 wasmtime shares no code with wasmformer, so agreement with it is evidence,
 not a tautology. Fuel is wasmtime's count of executed WebAssembly operators;
@@ -20,6 +23,7 @@ current function, so the count reported then is only a lower bound.
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,3 +79,29 @@ def run_wasmtime(wasm: bytes, *, fuel: int = 10**12) -> JudgeResult:
             exit_code, trap = TRAP_EXIT_CODE, trap_reason(error)
         used = before - store.get_fuel()
         return JudgeResult(out_path.read_bytes(), err_path.read_bytes(), exit_code, used, trap)
+
+
+def time_wasmtime(wasm: bytes, *, repeats: int = 3) -> float:
+    """Best wall time of ``_start`` (instantiation included, compilation and fuel not), in s.
+
+    Output goes to a temporary file; a trap or ``proc_exit`` ends a run as it would natively.
+    """
+    engine = wasmtime.Engine()
+    module = wasmtime.Module(engine, wasm)  # compiled once, outside the timing
+    best = float("inf")
+    with tempfile.TemporaryDirectory(prefix="wasmformer-judge-") as tmp:
+        for _ in range(repeats):
+            store = wasmtime.Store(engine)
+            wasi = wasmtime.WasiConfig()
+            wasi.stdout_file = wasi.stderr_file = str(Path(tmp, "out"))
+            store.set_wasi(wasi)
+            linker = wasmtime.Linker(engine)
+            linker.define_wasi()
+            start = time.perf_counter()
+            instance = linker.instantiate(store, module)
+            try:
+                instance.exports(store)["_start"](store)
+            except (wasmtime.ExitTrap, wasmtime.Trap):
+                pass
+            best = min(best, time.perf_counter() - start)
+    return best

@@ -1,0 +1,237 @@
+"""``wasmformer bench``: run the example suite through every engine and write BENCHMARKS.md.
+
+Per program it measures, in one run so that ratios are comparable on a shared machine:
+wasmtime natively (wall time, and fuel = executed WebAssembly instructions), the reference
+machine, the reference token machine (trace and prompt tokens), and every transformer engine
+that ``api.ENGINES`` offers (tokens/s). Each measurement runs in a fresh process so its peak
+RSS is its own and a crash or a hang stays contained (``per_run_timeout``).
+
+An engine that cannot execute a program yet (the universal graph does not cover it) gets its
+one-line reason in the table instead of a number: nothing is estimated.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import platform
+import resource
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+QUICK_MAX_INSTRUCTIONS = 100_000  # --quick: programs the manifest says run under this
+
+
+@dataclass
+class Measurement:
+    seconds: float | None = None
+    peak_rss_mb: float | None = None
+    tokens: int | None = None
+    instructions: int | None = None
+    note: str = ""  # why there is no number (unsupported, timeout, error)
+
+
+@dataclass
+class ProgramRow:
+    name: str
+    fuel: int = 0
+    trace_tokens: int = 0
+    prompt_tokens: int = 0
+    native: Measurement = field(default_factory=Measurement)
+    engines: dict[str, Measurement] = field(default_factory=dict)
+
+
+def suite(quick: bool) -> list[str]:
+    """Example names, shortest first (by the manifest's instruction counts)."""
+    manifest = tomllib.loads((EXAMPLES / "MANIFEST.toml").read_text())
+    names = sorted(manifest, key=lambda n: manifest[n].get("instructions", 0))
+    if quick:
+        names = [n for n in names if manifest[n].get("instructions", 0) < QUICK_MAX_INSTRUCTIONS]
+    return names
+
+
+# ---- measurements, each in a child process -------------------------------------------
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _measure_native(path: str) -> dict:
+    from .judge import run_wasmtime, time_wasmtime
+    from .toolchain import program_bytes
+
+    wasm = program_bytes(path).wasm
+    fuel = run_wasmtime(wasm).fuel
+    return {"seconds": time_wasmtime(wasm), "instructions": fuel, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _measure_trace(path: str) -> dict:
+    from . import api
+
+    result = api.trace(path)
+    return {"tokens": result.tokens, "prompt": len(result.prompt),
+            "instructions": result.instructions, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _measure_engine(path: str, engine: str) -> dict:
+    from . import api
+    from .errors import WasmformerError
+
+    try:
+        start = time.perf_counter()
+        result = api.run(path, engine=engine)
+        seconds = time.perf_counter() - start
+    except WasmformerError as exc:
+        return {"note": str(exc).splitlines()[0][:90]}
+    return {"seconds": seconds, "tokens": result.tokens, "instructions": result.instructions,
+            "peak_rss_mb": _peak_rss_mb()}
+
+
+def _child(conn, fn, args) -> None:
+    try:
+        conn.send(fn(*args))
+    except Exception as exc:  # reported in the table, never hidden
+        conn.send({"note": f"error: {type(exc).__name__}: {exc}"[:90]})
+    finally:
+        conn.close()
+
+
+def _isolated(fn, *args, timeout: float) -> dict:
+    """``fn(*args)`` in a fresh process; a dict with a ``note`` on timeout or crash."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(child, fn, args), daemon=True)
+    proc.start()
+    child.close()
+    result = parent.recv() if parent.poll(timeout) else {"note": f"timeout after {timeout:.0f} s"}
+    proc.kill()
+    proc.join()
+    return result
+
+
+def _as_measurement(d: dict) -> Measurement:
+    return Measurement(d.get("seconds"), d.get("peak_rss_mb"), d.get("tokens"),
+                       d.get("instructions"), d.get("note", ""))
+
+
+def measure_program(name: str, engines: tuple[str, ...], per_run_timeout: float) -> ProgramRow:
+    path = str(EXAMPLES / f"{name}.c")
+    row = ProgramRow(name)
+    row.native = _as_measurement(_isolated(_measure_native, path, timeout=per_run_timeout))
+    row.fuel = row.native.instructions or 0
+    traced = _isolated(_measure_trace, path, timeout=per_run_timeout)
+    row.trace_tokens, row.prompt_tokens = traced.get("tokens", 0), traced.get("prompt", 0)
+    for engine in engines:
+        m = _as_measurement(_isolated(_measure_engine, path, engine, timeout=per_run_timeout))
+        if m.tokens is None and m.seconds is not None:
+            m.tokens = row.trace_tokens  # the reference machine does not trace: same count
+        row.engines[engine] = m
+    return row
+
+
+# ---- report ----------------------------------------------------------------------------
+
+
+def _fmt(x: float | None, spec: str = ",.0f") -> str:
+    return "–" if x is None else format(x, spec)
+
+
+def _rate(m: Measurement) -> float | None:
+    return m.tokens / m.seconds if m.tokens and m.seconds else None
+
+
+def render(rows: list[ProgramRow], engines: tuple[str, ...], plots: list[str],
+           seconds: float) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `wasmformer bench` in {seconds:.0f} s on {platform.machine()}, "
+        f"{multiprocessing.cpu_count()} CPUs, Python {platform.python_version()}. "
+        "Every figure of a row comes from the same run; each engine ran in its own process "
+        "(peak RSS is that process's). Times are wall-clock.",
+        "",
+        "## Tokens",
+        "",
+        "| program | wasm instructions (wasmtime fuel) | trace tokens | tokens / instruction "
+        "| prompt tokens |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        per = r.trace_tokens / r.fuel if r.fuel else None
+        lines.append(f"| {r.name} | {r.fuel:,} | {r.trace_tokens:,} | {_fmt(per, '.2f')} "
+                     f"| {r.prompt_tokens:,} |")
+    lines += ["", "## Speed", "",
+              "tok/s: trace tokens per second (for the reference machine, which does not "
+              "generate tokens, the trace's token count over its run time); slowdown: the "
+              "engine's wall time over native wasmtime's, same run.", ""]
+    head = "| program | wasmtime s |" + "".join(
+        f" {e} s | {e} tok/s | {e} slowdown | {e} peak MB |" for e in engines)
+    lines += [head, "|---|---:|" + "---:|---:|---:|---:|" * len(engines)]
+    for r in rows:
+        cells = [r.name, _fmt(r.native.seconds, ".4f")]
+        for e in engines:
+            m = r.engines[e]
+            if m.seconds is None:
+                cells += [m.note or "–", "–", "–", "–"]
+                continue
+            slow = m.seconds / r.native.seconds if r.native.seconds else None
+            cells += [_fmt(m.seconds, ".3f"), _fmt(_rate(m)), _fmt(slow), _fmt(m.peak_rss_mb)]
+        lines.append("| " + " | ".join(cells) + " |")
+    for p in plots:
+        lines += ["", f"![{p}]({p})"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_rates(rows: list[ProgramRow], engines: tuple[str, ...], target: Path) -> bool:
+    """tokens/s against trace length, log-log, one series per engine; False without data."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = False
+    for e in engines:
+        pts = sorted((r.trace_tokens, _rate(r.engines[e])) for r in rows
+                     if _rate(r.engines[e]) and r.trace_tokens)
+        if pts:
+            ax.plot(*zip(*pts, strict=True), marker="o", label=e)
+            drawn = True
+    if drawn:
+        ax.set(xscale="log", yscale="log", xlabel="trace tokens", ylabel="tokens / s",
+               title="Speed against trace length (examples/)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(target, dpi=110)
+    plt.close(fig)
+    return drawn
+
+
+def run_bench(out_dir: Path, *, quick: bool = False, engines: tuple[str, ...] | None = None,
+              per_run_timeout: float = 900.0, names: list[str] | None = None) -> Path:
+    """Measure the suite (or ``names``) and write ``out_dir/BENCHMARKS.md`` (and its plot)."""
+    from rich.progress import Progress
+
+    from . import api
+
+    engines = engines or api.ENGINES
+    names = names or suite(quick)
+    started = time.perf_counter()
+    rows = []
+    with Progress(transient=True) as progress:
+        task = progress.add_task("benchmarking", total=len(names))
+        for name in names:
+            progress.update(task, description=f"benchmarking {name}")
+            rows.append(measure_program(name, engines, per_run_timeout))
+            progress.advance(task)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = ["bench-speed.png"] if plot_rates(rows, engines, out_dir / "bench-speed.png") else []
+    target = out_dir / "BENCHMARKS.md"
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(render(rows, engines, plots, time.perf_counter() - started))
+    tmp.replace(target)
+    return target

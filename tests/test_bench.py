@@ -1,0 +1,42 @@
+"""``wasmformer bench``: the report is written from real measurements of one short program."""
+
+from __future__ import annotations
+
+import tomllib
+
+from test_cli import assert_one_clean_line, wasmformer
+
+from wasmformer.bench import EXAMPLES, Measurement, ProgramRow, render, run_bench, suite
+
+
+def test_suite_orders_by_size_and_quick_drops_long_programs():
+    full, quick = suite(False), suite(True)
+    manifest = tomllib.loads((EXAMPLES / "MANIFEST.toml").read_text())
+    sizes = [manifest[n]["instructions"] for n in full]
+    assert sizes == sorted(sizes)
+    assert "sudoku" in full and "sudoku" not in quick and "hello" in quick
+
+
+def test_bench_measures_hello(tmp_path):
+    target = run_bench(tmp_path, engines=("reference",), names=["hello"], per_run_timeout=300)
+    text = target.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| hello | 918 |"))
+    assert "2,386" in row  # the trace's tokens, from the token machine
+    speed = [line for line in text.splitlines() if line.startswith("| hello | 0.")]
+    assert len(speed) == 1 and "–" not in speed[0]  # every cell measured
+    assert (tmp_path / "bench-speed.png").stat().st_size > 1000
+
+
+def test_render_shows_why_an_engine_has_no_number():
+    row = ProgramRow("p", fuel=10, trace_tokens=25, prompt_tokens=7,
+                     native=Measurement(seconds=0.001))
+    row.engines["torch"] = Measurement(note="pc 3: i32.load not supported")
+    text = render([row], ("torch",), [], 1.0)
+    assert "| p | 10 | 25 | 2.50 | 7 |" in text
+    assert "pc 3: i32.load not supported" in text
+
+
+def test_bench_refuses_an_unknown_engine(tmp_path):
+    proc = wasmformer("bench", "-o", str(tmp_path), "--engine", "nope")
+    assert_one_clean_line(proc, 2, "unknown or unavailable engine 'nope'")
+    assert not (tmp_path / "BENCHMARKS.md").exists()
