@@ -29,6 +29,15 @@ from common import (  # noqa: E402
 from wasmformer.model import differentiable as D  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small matrices on a shared machine: one thread avoids waiting for the other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def add_model():
     return model_for(ADD, 256)
 

@@ -41,8 +41,8 @@ class Prefix:
     the prompt was run with, so ``forward`` checks it matches)."""
 
     length: int
-    keys: tuple[torch.Tensor, ...]  # per layer (B, H, length, d_qk)
-    values: tuple[torch.Tensor, ...]  # per layer (B, H, length, d_v)
+    keys: tuple[torch.Tensor, ...]  # per layer (1, H, length, d_qk)
+    values: tuple[torch.Tensor, ...]  # per layer (1, H, length, d_v)
     relu_width: float
 
 
@@ -92,7 +92,7 @@ def forward(model: Transformer, inputs: torch.Tensor, *, sharpness: float = 1.0,
 
 
 def encode_prefix(model: Transformer, tokens: list[int], *, sharpness: float = 1.0,
-                  relu_width: float = 0.0, batch: int = 1) -> Prefix:
+                  relu_width: float = 0.0) -> Prefix:
     """The keys and values of a fixed prompt (hard tokens, no gradient) for ``forward``,
     its own heads run at ``sharpness`` (later positions use the sharpness given to
     ``forward``)."""
@@ -101,8 +101,8 @@ def encode_prefix(model: Transformer, tokens: list[int], *, sharpness: float = 1
         x = embed(model, torch.tensor([tokens], device=model.wte.weight.device))
         for block in model.blocks:
             y, k, v = attention(block.attn, x, 0, None, sharpness)
-            keys.append(k.expand(batch, -1, -1, -1))
-            values.append(v.expand(batch, -1, -1, -1))
+            keys.append(k)
+            values.append(v)
             x = x + y
             x = x + feed_forward(block.ffn, x, relu_width)
     return Prefix(len(tokens), tuple(keys), tuple(values), relu_width)
@@ -116,20 +116,21 @@ def attention(attn: Attention, x: torch.Tensor, start: int,
     q = attn.split(attn.query(x), attn.d_qk)
     k_new = attn.split(attn.key(x), attn.d_qk)
     v_new = attn.split(attn.value(x), attn.d_v)
-    k, v = k_new, v_new
-    if past is not None:
-        k = torch.cat([past[0].expand(b, -1, -1, -1), k_new], dim=2)
-        v = torch.cat([past[1].expand(b, -1, -1, -1), v_new], dim=2)
+    scores = q @ k_new.transpose(-2, -1)  # (B, H, T, T)
+    if past is not None:  # the prompt's keys broadcast over the batch (no copy per row)
+        scores = torch.cat([q @ past[0].transpose(-2, -1), scores], dim=-1)
     at_q = torch.arange(start, start + t, device=x.device)
-    at_k = torch.arange(k.shape[2], device=x.device)
+    at_k = torch.arange(scores.shape[-1], device=x.device)
     last = at_q[None, :, None] - attn.strict.long()[:, None, None]
     allowed = at_k <= last
-    scores = q @ k.transpose(-2, -1)
     if sharpness != 1.0:
         scores = scores * sharpness
     weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
     weights = torch.where(allowed.any(-1, keepdim=True), weights, 0.0)
-    y = (weights @ v).transpose(1, 2).reshape(b, t, attn.n_head * attn.d_v)
+    y = weights[..., start:] @ v_new if past is not None else weights @ v_new
+    if past is not None:
+        y = y + weights[..., :start] @ past[1]
+    y = y.transpose(1, 2).reshape(b, t, attn.n_head * attn.d_v)
     return attn.out(y), k_new, v_new
 
 
