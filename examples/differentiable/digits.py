@@ -109,21 +109,30 @@ class Computer:
         return sum(o << (8 * k) for k, o in enumerate(out))
 
 
+def variance(digits: torch.Tensor) -> torch.Tensor:
+    """The variance of each digit distribution (..., 10) as a number 0..9."""
+    v = torch.arange(10, dtype=digits.dtype)
+    mean = (digits * v).sum(-1)
+    return (digits * v**2).sum(-1) - mean**2
+
+
 def numbers(y: torch.Tensor) -> torch.Tensor:
     """Integers from digit rows (B, N), least significant first."""
     return (y * 10 ** torch.arange(y.shape[1])).sum(1)
 
 
-def evaluate(net, computer, x, y, n: int) -> tuple[float, float]:
+def evaluate(net, computer, x, y, n: int) -> tuple[float, float, list[int]]:
+    """Per-digit accuracy, sum accuracy, and how often each class is the argmax."""
     with torch.no_grad():
         guess = net(x).argmax(-1)
     digit_acc = float((guess == y).double().mean())
+    classes = torch.bincount(guess, minlength=10).tolist()
     pairs = len(y) // (2 * n)
     g = guess[:pairs * 2 * n].view(pairs, 2, n)
     t = y[:pairs * 2 * n].view(pairs, 2, n)
     got = computer.run_hard(numbers(g[:, 0]), numbers(g[:, 1]))
     sum_acc = float((got == numbers(t[:, 0]) + numbers(t[:, 1])).double().mean())
-    return digit_acc, sum_acc
+    return digit_acc, sum_acc, classes
 
 
 def supervised(train, test, epochs: int, seed: int) -> float:
@@ -151,6 +160,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--entropy", type=float, default=0.0,
                         help="weight of the mean entropy of the digit distributions")
+    parser.add_argument("--variance", type=float, default=0.0,
+                        help="weight of the mean variance of the digit distributions")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1 is fastest on a shared 2-core machine)")
     parser.add_argument("--json", type=Path)
@@ -177,18 +188,21 @@ def main() -> None:
             loss = computer.loss(number_bytes(digits[:, 0]), number_bytes(digits[:, 1]), total)
             if a.entropy:  # label-free: asks for confident digits (see the docs)
                 loss = loss - a.entropy * (digits * digits.clamp_min(1e-12).log()).sum(-1).mean()
+            if a.variance:  # label-free: asks for unimodal digits (see the docs)
+                loss = loss + a.variance * variance(digits).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
             total_loss += float(loss.detach()) * len(batch)
-        digit_acc, sum_acc = evaluate(net, computer, *test, n)
+        digit_acc, sum_acc, classes = evaluate(net, computer, *test, n)
         curve.append({"epoch": epoch + 1, "loss": total_loss / len(pairs),
-                      "digit_acc": digit_acc, "sum_acc": sum_acc,
+                      "digit_acc": digit_acc, "sum_acc": sum_acc, "argmax_classes": classes,
                       "seconds": time.time() - start})
         print(curve[-1], flush=True)
     seconds = time.time() - start
     p = supervised(train, test, a.epochs, a.seed)
     result = {"digits": n, "epochs": a.epochs, "sharpness": a.sharpness, "entropy": a.entropy,
+              "variance": a.variance,
               "relu_width": a.relu_width, "digit_acc": curve[-1]["digit_acc"],
               "sum_acc": curve[-1]["sum_acc"], "train_seconds": seconds,
               "supervised_digit_acc": p, "ceiling": p ** (2 * n), "curve": curve}
