@@ -49,8 +49,25 @@ def load_split(seed: int = 0):
     return (x[train], y[train]), (x[test], y[test])
 
 
-def network() -> nn.Module:
-    return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10)).double()
+class UnimodalHead(nn.Module):
+    """Logits -(v - mu)^2 / (2 sigma^2) over the digits v = 0..9 from one output mu: a
+    distribution with a single peak whose mean moves smoothly with mu."""
+
+    def __init__(self, width: int, sigma: float = 0.5):
+        super().__init__()
+        self.mu = nn.Linear(width, 1)
+        self.sigma = sigma
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        v = torch.arange(10, dtype=h.dtype)
+        return -(v - 4.5 - self.mu(h)) ** 2 / (2 * self.sigma**2)
+
+
+def network(head: str = "softmax") -> nn.Module:
+    """The MLP 64 -> 128 -> 10 digit logits ("softmax": a free distribution; "unimodal":
+    ``UnimodalHead``)."""
+    last = nn.Linear(128, 10) if head == "softmax" else UnimodalHead(128)
+    return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), last).double()
 
 
 def number_bytes(digits: torch.Tensor) -> torch.Tensor:
@@ -135,9 +152,9 @@ def evaluate(net, computer, x, y, n: int) -> tuple[float, float, list[int]]:
     return digit_acc, sum_acc, classes
 
 
-def supervised(train, test, epochs: int, seed: int) -> float:
+def supervised(train, test, epochs: int, seed: int, head: str) -> float:
     torch.manual_seed(seed)
-    net = network()
+    net = network(head)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     x, y = train
     for _ in range(epochs):
@@ -158,6 +175,7 @@ def main() -> None:
     parser.add_argument("--sharpness", type=float, default=1.0)
     parser.add_argument("--relu-width", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--head", choices=("softmax", "unimodal"), default="softmax")
     parser.add_argument("--entropy", type=float, default=0.0,
                         help="weight of the mean entropy of the digit distributions")
     parser.add_argument("--variance", type=float, default=0.0,
@@ -173,7 +191,7 @@ def main() -> None:
     torch.manual_seed(a.seed)
     train, test = load_split()
     computer = Computer(a.sharpness, a.relu_width)
-    net = network()
+    net = network(a.head)
     opt = torch.optim.Adam(net.parameters(), lr=a.lr)
     x, y = train
     curve = []
@@ -200,8 +218,8 @@ def main() -> None:
                       "seconds": time.time() - start})
         print(curve[-1], flush=True)
     seconds = time.time() - start
-    p = supervised(train, test, a.epochs, a.seed)
-    result = {"digits": n, "epochs": a.epochs, "sharpness": a.sharpness, "entropy": a.entropy,
+    p = supervised(train, test, a.epochs, a.seed, a.head)
+    result = {"digits": n, "epochs": a.epochs, "sharpness": a.sharpness, "head": a.head, "entropy": a.entropy,
               "variance": a.variance,
               "relu_width": a.relu_width, "digit_acc": curve[-1]["digit_acc"],
               "sum_acc": curve[-1]["sum_acc"], "train_seconds": seconds,

@@ -41,7 +41,7 @@ def measure(model, run, sharpness: float, relu_width: float) -> dict:
     wrong = int((logits[0, at].argmax(-1) != tokens[0, at + 1]).sum())
     args = [run.arg_position(0) + i for i in range(8)]
     return {"sharpness": sharpness, "relu_width": relu_width, "wrong": wrong,
-            "checked": len(at), "loss": float(loss),
+            "checked": len(at), "loss": float(loss.detach()),
             "grad_prompt": float(x.grad[0, :len(run.prompt)].norm()),
             "grad_args": float(probs.grad[0, args].norm())}
 
@@ -64,7 +64,9 @@ def main() -> None:
     parser.add_argument("--widths", type=float, nargs="+", default=[0.0])
     parser.add_argument("--sharpness", type=float, nargs="+", default=list(SHARPNESS))
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--threads", type=int, default=2)
     a = parser.parse_args()
+    torch.set_num_threads(a.threads)
     run = run_of(LOOP_CALL_BRANCH, "run", [5, 6])
     model = model_for(LOOP_CALL_BRANCH, 2048)
     print(f"{run.steps} fused steps, {run.instructions} WebAssembly instructions, "
