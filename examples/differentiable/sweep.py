@@ -14,6 +14,7 @@ vectors, here one-hot). About 30 s per row on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ from common import LOOP_CALL_BRANCH, model_for, run_of  # noqa: E402
 
 from wasmformer.model import differentiable as D  # noqa: E402
 
-SHARPNESS = (1.0, 2**-2, 2**-4, 2**-5, 2**-6, 2**-7, 2**-8, 2**-10)
+SHARPNESS = (1.0, 2**-2, 2**-4, 2**-5, 2**-5.25, 2**-5.5, 2**-6, 2**-7, 2**-8, 2**-10)
 
 
 def measure(model, run, sharpness: float, relu_width: float) -> dict:
@@ -52,7 +53,8 @@ def table(rows: list[dict]) -> str:
              "|---|---|---|---|---|---|"]
     for r in rows:
         s = r["sharpness"]
-        name = "1 (built)" if s == 1 else f"2^{round(torch.tensor(s).log2().item())}"
+        k = math.log2(s)
+        name = "1 (built)" if s == 1 else f"2^{k:.0f}" if k == round(k) else f"2^{k:.2f}"
         exact = "yes" if r["wrong"] == 0 else "no"
         lines.append(f"| {name} | {r['relu_width']:g} | {exact} ({r['wrong']} / {r['checked']}) "
                      f"| {r['loss']:.1f} | {r['grad_prompt']:.3g} | {r['grad_args']:.3g} |")
