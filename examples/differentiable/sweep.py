@@ -7,8 +7,9 @@ For the program ``common.LOOP_CALL_BRANCH``, run(5, 6) (66 fused steps, 116 WebA
 instructions: a loop, calls, a branch, local and stack reads), one parallel forward over
 prompt + header + trace per setting and one backward of the teacher-forced cross-entropy.
 Columns: wrong argmax positions of the trace, the loss, and the gradient norms reaching
-(a) the prompt's input embeddings, (b) the 8 argument bytes as soft tokens (probability
-vectors, here one-hot). About 30 s per row on 2 CPU cores.
+(a) the prompt's input embeddings (without the constant-one dimension), (b) the 8
+argument bytes as soft tokens (probability vectors, here one-hot), tangent to the simplex
+(and raw). About 30 s per row on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -41,23 +42,31 @@ def measure(model, run, sharpness: float, relu_width: float) -> dict:
     at = run.predicted.nonzero().view(-1)
     wrong = int((logits[0, at].argmax(-1) != tokens[0, at + 1]).sum())
     args = [run.arg_position(0) + i for i in range(8)]
+    # Moving probability mass between tokens keeps the total at 1: only the gradient's
+    # component tangent to the simplex matters (the rest is the constant-one feature's).
+    g = probs.grad[0, args]
+    tangent = g - g.mean(-1, keepdim=True)
+    one = (model.wte.weight == 1).all(0)  # the residual's constant-one dimension
+    prompt = x.grad[0, :len(run.prompt)][:, ~one]
     return {"sharpness": sharpness, "relu_width": relu_width, "wrong": wrong,
             "checked": len(at), "loss": float(loss.detach()),
-            "grad_prompt": float(x.grad[0, :len(run.prompt)].norm()),
-            "grad_args": float(probs.grad[0, args].norm())}
+            "grad_prompt": float(prompt.norm()), "grad_args": float(tangent.norm()),
+            "grad_args_raw": float(g.norm())}
 
 
 def table(rows: list[dict]) -> str:
     lines = ["| sharpness | relu width | trace exact (wrong / predicted) | loss (nats) "
-             "| grad norm, prompt embeddings | grad norm, soft argument tokens |",
-             "|---|---|---|---|---|---|"]
+             "| grad norm, prompt embeddings (constant-one dim. excluded) "
+             "| grad norm, soft argument tokens (tangent) | (raw) |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         s = r["sharpness"]
         k = math.log2(s)
         name = "1 (built)" if s == 1 else f"2^{k:.0f}" if k == round(k) else f"2^{k:.2f}"
         exact = "yes" if r["wrong"] == 0 else "no"
         lines.append(f"| {name} | {r['relu_width']:g} | {exact} ({r['wrong']} / {r['checked']}) "
-                     f"| {r['loss']:.1f} | {r['grad_prompt']:.3g} | {r['grad_args']:.3g} |")
+                     f"| {r['loss']:.1f} | {r['grad_prompt']:.3g} | {r['grad_args']:.3g} "
+                     f"| {r['grad_args_raw']:.3g} |")
     return "\n".join(lines)
 
 
