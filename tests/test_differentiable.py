@@ -1,0 +1,149 @@
+"""The differentiable mode (model.differentiable): the same numbers as the hard model at
+sharpness 1, prefix caching, autograd against finite differences, and the docs' example.
+
+The fast tests use the one-add program (a 220-position stream, an 8-layer model with only
+i32.add); the 66-step trace's gradient check is slow (examples/differentiable/gradcheck.py).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).parent.parent
+sys.path.insert(0, str(ROOT / "examples" / "differentiable"))
+
+from common import (  # noqa: E402
+    ADD,
+    LOOP_CALL_BRANCH,
+    gradient_check,
+    model_for,
+    relative_error,
+    run_of,
+)
+
+from wasmformer.model import differentiable as D  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small matrices on a shared machine: one thread avoids waiting for the other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def add_model():
+    return model_for(ADD, 256)
+
+
+def test_sharpness_one_is_the_hard_model_bit_for_bit() -> None:
+    model, run = add_model(), run_of(ADD, "add", [300, -5])
+    tokens = torch.tensor([run.tokens])
+    with torch.no_grad():
+        hard = model(tokens)
+    assert torch.equal(D.forward(model, tokens), hard)
+    probs = D.soft_tokens(run.tokens, model.config.vocab_size)  # one-hot rows
+    assert torch.equal(D.forward(model, probs), hard)
+    assert bool(D.argmax_exact(hard, tokens, run.predicted))
+
+
+def test_soft_settings_change_the_numbers() -> None:
+    model, run = add_model(), run_of(ADD, "add", [3, 4])
+    tokens = torch.tensor([run.tokens])
+    hard = D.forward(model, tokens)
+    soft = D.forward(model, tokens, sharpness=2**-6, relu_width=0.1)
+    assert not torch.equal(hard, soft)
+
+
+def test_prefix_gives_the_same_logits() -> None:
+    model, run = add_model(), run_of(ADD, "add", [7, 250])
+    tokens = torch.tensor([run.tokens])
+    n = len(run.prompt)
+    for sharpness, width in ((1.0, 0.0), (2**-5, 0.05)):
+        whole = D.forward(model, tokens, sharpness=sharpness, relu_width=width)
+        prefix = D.encode_prefix(model, run.prompt, sharpness=sharpness, relu_width=width)
+        rest = D.forward(model, tokens[:, n:], sharpness=sharpness, relu_width=width,
+                         prefix=prefix)
+        assert torch.allclose(rest, whole[:, n:], rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="relu_width"):
+        D.forward(model, tokens[:, n:], prefix=prefix)
+
+
+def test_gradient_matches_finite_differences() -> None:
+    model, run = add_model(), run_of(ADD, "add", [5, 9])
+    positions = [run.arg_position(0), run.arg_position(1)]
+    pairs = gradient_check(model, run, positions, sharpness=2**-5, directions=2)
+    assert abs(pairs[0][0]) > 1e-3  # a real gradient reaches the soft arguments
+    assert relative_error(pairs) < 1e-6, pairs
+
+
+@pytest.mark.slow
+def test_gradient_check_through_66_steps() -> None:
+    run = run_of(LOOP_CALL_BRANCH, "run", [5, 6])
+    assert run.steps >= 50
+    model = model_for(LOOP_CALL_BRANCH, 2048)
+    positions = [run.arg_position(0), run.arg_position(1)]
+    pairs = gradient_check(model, run, positions, sharpness=2**-5, directions=2)
+    assert relative_error(pairs) < 1e-5, pairs
+
+
+def test_docs_example_runs() -> None:
+    """The example in docs/DIFFERENTIABLE.md, run as written."""
+    text = (ROOT / "docs" / "DIFFERENTIABLE.md").read_text()
+    code = re.search(r"<!-- tested example -->\n```python\n(.*?)```", text, re.S).group(1)
+    scope: dict = {}
+    exec(compile(code, "DIFFERENTIABLE.md", "exec"), scope)
+    assert scope["exact"] and scope["grad"].abs().sum() > 0
+
+
+def test_digit_demo_pieces() -> None:
+    """digits.py: a number's byte marginals, the frozen computer's hard sums, and a loss
+    whose gradient reaches the digit distributions."""
+    from digits import Computer, number_bytes, numbers
+
+    digits = torch.tensor([[7, 3, 9, 1], [0, 0, 5, 2]])  # 1937 and 2500, low digit first
+    one_hot = torch.nn.functional.one_hot(digits, 10).double()
+    marginals = number_bytes(one_hot)
+    for row, value in zip(marginals, numbers(digits).tolist(), strict=True):
+        assert row.argmax(-1).tolist() == [(value >> (8 * k)) & 255 for k in range(4)]
+        assert torch.allclose(row.sum(-1), torch.ones(4, dtype=torch.float64))
+    computer = Computer(sharpness=1.0, relu_width=0.0)
+    a, b = torch.tensor([1937, 99, 0]), torch.tensor([2500, 99, 65535])
+    assert computer.run_hard(a, b).tolist() == (a + b).tolist()
+    soft = torch.softmax(torch.randn(2, 2, 1, 10, dtype=torch.float64), -1).requires_grad_(True)
+    loss = computer.loss(number_bytes(soft[:, 0]), number_bytes(soft[:, 1]),
+                         torch.tensor([9, 4]))
+    loss.backward()
+    assert soft.grad.abs().sum() > 0
+
+
+def test_soft_tokens_are_a_mean_field() -> None:
+    """For sums below 256 the frozen transformer adding soft arguments is exactly the
+    mean-field adder: the sum byte's logits are -(x - t)^2 with x = E[a] + E[b] (so the
+    loss and its gradient along the simplex are those of that formula)."""
+    from digits import Computer, number_bytes
+
+    computer = Computer(sharpness=1.0, relu_width=0.0)
+    gen = torch.Generator().manual_seed(0)
+    soft = torch.softmax(3 * torch.randn(6, 2, 2, 10, generator=gen, dtype=torch.float64), -1)
+    soft.requires_grad_(True)
+    total = torch.randint(0, 199, (6,), generator=gen)
+    a, b = number_bytes(soft[:, 0]), number_bytes(soft[:, 1])
+    loss = computer.loss(a, b, total)
+    v = torch.arange(256, dtype=torch.float64)
+    t = torch.arange(computer.vocab, dtype=torch.float64)
+    x = (a[:, 0] * v).sum(-1) + (b[:, 0] * v).sum(-1)  # the expected low bytes, added
+    ce = torch.nn.functional.cross_entropy
+    high = ce(-(t**2).expand(6, -1), torch.zeros(6, dtype=torch.long))  # bytes 1..3: x = 0
+    formula = (ce(-(x[:, None] - t) ** 2, total) + 3 * high) / 4
+    assert torch.allclose(loss, formula, rtol=1e-6)
+    (g_model,) = torch.autograd.grad(loss, soft, retain_graph=True)
+    (g_formula,) = torch.autograd.grad(formula, soft)
+    tangent = [g - g.mean(-1, keepdim=True) for g in (g_model, g_formula)]
+    assert (tangent[0] - tangent[1]).norm() < 1e-5 * tangent[1].norm()
