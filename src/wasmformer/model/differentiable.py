@@ -113,33 +113,22 @@ def attention(attn: Attention, x: torch.Tensor, start: int,
               past: tuple[torch.Tensor, torch.Tensor] | None, sharpness: float):
     """``Attention.forward`` with every score times ``sharpness``; also returns the keys
     and values of these positions (B, H, T, d)."""
-    b, t, _ = x.shape
-    q = attn.split(attn.query(x), attn.d_qk)
-    k_new = attn.split(attn.key(x), attn.d_qk)
-    v_new = attn.split(attn.value(x), attn.d_v)
+    q, k_new, v_new = attn.project(x)
     scores = q @ k_new.transpose(-2, -1)  # (B, H, T, T)
     if past is not None:  # the prompt's keys broadcast over the batch (no copy per row)
         scores = torch.cat([q @ past[0].transpose(-2, -1), scores], dim=-1)
-    at_q = torch.arange(start, start + t, device=x.device)
-    at_k = torch.arange(scores.shape[-1], device=x.device)
-    last = at_q[None, :, None] - attn.strict.long()[:, None, None]
-    allowed = at_k <= last
-    if sharpness != 1.0:
-        scores = scores * sharpness
-    weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
-    weights = torch.where(allowed.any(-1, keepdim=True), weights, 0.0)
+    weights = attn.weights(scores * sharpness if sharpness != 1.0 else scores, start)
     y = weights[..., start:] @ v_new if past is not None else weights @ v_new
     if past is not None:
         y = y + weights[..., :start] @ past[1]
-    y = y.transpose(1, 2).reshape(b, t, attn.n_head * attn.d_v)
-    return attn.out(y), k_new, v_new
+    return attn.merge(y), k_new, v_new
 
 
 def feed_forward(ffn: FeedForward, x: torch.Tensor, relu_width: float) -> torch.Tensor:
     """``FeedForward.forward``, with relu replaced by w * softplus(x / w) when w > 0."""
-    gate = ffn.gate(x)
-    act = torch.relu(gate) if relu_width == 0 else relu_width * F.softplus(gate / relu_width)
-    return ffn.down(act * ffn.up(x))
+    if relu_width == 0:
+        return ffn(x)
+    return ffn(x, activation=lambda gate: relu_width * F.softplus(gate / relu_width))
 
 
 def trace_loss(logits: torch.Tensor, tokens: torch.Tensor, predicted: torch.Tensor

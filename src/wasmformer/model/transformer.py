@@ -81,22 +81,33 @@ class Attention(nn.Module):
         b, t, _ = x.shape  # (B, T, H*width) -> (B, H, T, width)
         return x.view(b, t, self.n_head, width).transpose(1, 2)
 
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys, values (B, H, T, d) of the positions in x."""
+        return (self.split(self.query(x), self.d_qk), self.split(self.key(x), self.d_qk),
+                self.split(self.value(x), self.d_v))
+
+    def weights(self, scores: torch.Tensor, start: int) -> torch.Tensor:
+        """Causal softmax (B, H, T, Tk) of scores for queries at positions start..start+T-1
+        over keys 0..Tk-1: j <= p, or j < p for strict heads; a query with no candidate
+        (strict, p = 0) gets weight 0 everywhere."""
+        t, tk = scores.shape[-2:]
+        at_q = torch.arange(start, start + t, device=scores.device)
+        at_k = torch.arange(tk, device=scores.device)
+        last = at_q[None, :, None] - self.strict.long()[:, None, None]  # (H, T, 1)
+        allowed = at_k <= last  # (H, T, Tk)
+        weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+        return torch.where(allowed.any(-1, keepdim=True), weights, 0.0)
+
+    def merge(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, H, T, d_v) head outputs -> (B, T, d_model) through the output map."""
+        b, _, t, _ = y.shape
+        return self.out(y.transpose(1, 2).reshape(b, t, self.n_head * self.d_v))
+
     def forward(self, x: torch.Tensor, start: int, cache: LayerCache | None) -> torch.Tensor:
-        b, t, _ = x.shape
-        q = self.split(self.query(x), self.d_qk)  # (B, H, T, d_qk)
-        k = self.split(self.key(x), self.d_qk)  # (B, H, T, d_qk)
-        v = self.split(self.value(x), self.d_v)  # (B, H, T, d_v)
+        q, k, v = self.project(x)  # (B, H, T, .)
         if cache is not None:
             k, v = cache.extend(start, k, v)  # (B, H, start+T, .)
-        at_q = torch.arange(start, start + t, device=x.device)
-        at_k = torch.arange(k.shape[2], device=x.device)
-        last = at_q[None, :, None] - self.strict.long()[:, None, None]  # (H, T, 1)
-        allowed = at_k <= last  # (H, T, Tk): j <= p, or j < p for strict heads
-        scores = (q @ k.transpose(-2, -1)).masked_fill(~allowed, float("-inf"))
-        weights = torch.softmax(scores, dim=-1)  # (B, H, T, Tk)
-        weights = torch.where(allowed.any(-1, keepdim=True), weights, 0.0)  # no candidate: 0
-        y = (weights @ v).transpose(1, 2).reshape(b, t, self.n_head * self.d_v)
-        return self.out(y)
+        return self.merge(self.weights(q @ k.transpose(-2, -1), start) @ v)
 
 
 class FeedForward(nn.Module):
@@ -108,8 +119,9 @@ class FeedForward(nn.Module):
         self.up = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
         self.down = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(torch.relu(self.gate(x)) * self.up(x))
+    def forward(self, x: torch.Tensor, activation=torch.relu) -> torch.Tensor:
+        """``activation`` replaces relu only in the differentiable mode's smooth surrogate."""
+        return self.down(activation(self.gate(x)) * self.up(x))
 
 
 class Block(nn.Module):
