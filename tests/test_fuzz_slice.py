@@ -7,6 +7,7 @@ too: a wasmformer that answers wrongly must be caught.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import io
 import random
@@ -137,3 +138,73 @@ def test_a_crash_in_the_front_end_is_reported(monkeypatch):
 
     monkeypatch.setattr(fuzz, "load_module", broken)
     assert [m.kind for m in fuzz.compare_verdicts(b"\0asm\1\0\0\0")] == ["crash"]
+
+
+# --- csmith: random C programs (csmith is an optional system tool, absent on CI) ---
+
+CSMITH_CASES = 3  # a few seconds each: compile with zig cc, run in wasmtime and wasmformer
+
+
+def test_csmith_slice_finds_no_unexplained_mismatch():
+    if fuzz.find_csmith() is None:
+        pytest.skip(fuzz.CSMITH_INSTALL)
+    log = io.StringIO()
+    totals = fuzz.fuzz(seed=7, seconds=600, generators=["csmith"], out=None,
+                       console=Console(file=log, width=200), count=CSMITH_CASES)
+    assert totals.cases["csmith"] == CSMITH_CASES
+    assert not totals.mismatches, log.getvalue()
+    assert totals.instructions > 0 and totals.endings["program exited 0"] > 0
+
+
+# A C program in csmith's manner (no csmith needed): state mixed into a printed checksum.
+CHECKSUM_C = r"""
+#include <stdio.h>
+#include <stdint.h>
+static uint32_t crc = 0xFFFFFFFFu;
+static void mix(uint64_t v) { for (int i = 0; i < 8; i++) { crc ^= (uint8_t)(v >> (8 * i));
+    for (int b = 0; b < 8; b++) crc = (crc >> 1) ^ (0xEDB88320u & -(crc & 1)); } }
+int main(void) {
+    int64_t g = 0x1234;
+    for (int i = 0; i < 50; i++) { g = g * 6364136223846793005LL + i; mix(g); mix(g % 7 - 3); }
+    printf("checksum = %X\n", crc ^ 0xFFFFFFFFu);
+    return 0;
+}
+"""
+
+
+def _check_c(source: str = CHECKSUM_C) -> list:
+    return fuzz.check_csmith(random.Random(0), source).mismatches
+
+
+def test_c_harness_agrees_on_a_correct_program():
+    outcome = fuzz.check_csmith(random.Random(0), CHECKSUM_C)
+    assert outcome.mismatches == [] and outcome.instructions > 1000
+    assert outcome.endings["program exited 0"] == 1
+
+
+def test_c_harness_catches_wrong_output_and_count(monkeypatch):
+    real = fuzz.wasmformer.run
+
+    def garbled(wasm, **kwargs):
+        result = real(wasm, **kwargs)
+        return dataclasses.replace(result, stdout=result.stdout[:-2] + b"0\n", instructions=result.instructions + 1)
+
+    monkeypatch.setattr(fuzz.wasmformer, "run", garbled)
+    assert {m.kind for m in _check_c()} == {"stdout", "count"}
+
+
+def test_c_harness_catches_a_wrong_trap(monkeypatch):
+    real = fuzz.wasmformer.run
+    monkeypatch.setattr(fuzz.wasmformer, "run",
+                        lambda wasm, **kw: dataclasses.replace(real(wasm, **kw), exit_code=134, trap="unreachable"))
+    assert "trap" in {m.kind for m in _check_c()}
+
+
+def test_c_harness_catches_a_native_disagreement():
+    if fuzz.native_cc() is None:
+        pytest.skip("no gcc -m32 on this machine (Debian: apt-get install gcc-multilib)")
+    # sizeof(long) is 4 in wasm32 and with gcc -m32 alike: the native check agrees ...
+    assert _check_c(CHECKSUM_C.replace("0x1234", "0x1234 + sizeof(long)")) == []
+    # ... and a program whose output depends on the compiler (zig's clang or gcc) is caught.
+    platform = '#include <stdio.h>\nint main(void) { printf("%s\\n", __VERSION__); return 0; }\n'
+    assert [m.kind for m in _check_c(platform)] == ["native"]
