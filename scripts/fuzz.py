@@ -1,6 +1,9 @@
 """Differential fuzzer: wasmformer against wasm-tools (front end) and wasmtime (execution).
 
-    python scripts/fuzz.py --seed 1 --seconds 60 [--generator smith|mutate|exec|all] [--out DIR]
+    python scripts/fuzz.py --seed 1 --seconds 60 [--generator GENERATOR] [--out DIR]
+
+GENERATOR is one of smith, mutate, exec, csmith, or a group: ``wasm-smith`` (the
+first three; the default), ``both`` (all four; ``all`` is the same).
 
 Generators (run round-robin, each case derived from ``--seed`` and its index, so a
 run is deterministic and ``--case N`` replays one case):
@@ -19,15 +22,28 @@ run is deterministic and ``--case N`` replays one case):
   ``unreachable``, a lower bound after other traps) and the exported globals,
   memories and tables must agree after instantiation and after every call.
   A float op traps "unsupported" in wasmformer: that module is excluded from there.
+- ``csmith``: random C programs from csmith (an optional system tool: Debian's
+  ``csmith`` and ``libcsmith-dev``; without it this generator exits 2 with the
+  install line), in shapes small enough to finish, without floats; compiled by
+  ``wasmformer.toolchain`` (zig cc, wasm32-wasi) and run as WASI commands in
+  wasmtime (fuel on) and in wasmformer: stdout (csmith prints a checksum), exit
+  code or trap, and the executed-instruction count must agree. A program that
+  wasmtime cannot finish in CSMITH_FUEL instructions is skipped (counted). The
+  same C built natively with ``gcc -m32`` (ILP32, like wasm32; skipped where
+  gcc-multilib is missing) must print the same checksum: a check of the toolchain.
+
+Each run ends with one summary line per generator: programs, instructions
+checked, mismatches (and explained ones), skipped.
 
 Known differences that are not wasmformer bugs are reported as "explained"
 (see tests/regressions/README.md) and do not fail the run.
 
 Failing inputs are written to ``--out`` (with a .json of the calls made); the
 exit status is 1 when a mismatch that no known explanation covers was found.
-``--check FILE [--generator exec]`` re-runs one input; with ``--interesting
-KIND`` it exits 0 iff a mismatch of that kind reproduces (a ``wasm-tools
-shrink`` predicate), and ``--shrink OUT`` then writes a minimised input to OUT.
+``--check FILE [--generator exec|csmith]`` re-runs one input (a .c file for
+csmith); with ``--interesting KIND`` it exits 0 iff a mismatch of that kind
+reproduces (a ``wasm-tools shrink`` or ``creduce`` predicate), and ``--shrink
+OUT`` then writes a minimised input to OUT.
 """
 
 from __future__ import annotations
