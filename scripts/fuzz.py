@@ -26,8 +26,10 @@ run is deterministic and ``--case N`` replays one case):
   ``csmith`` and ``libcsmith-dev``; without it this generator exits 2 with the
   install line), in shapes small enough to finish, without floats; compiled by
   ``wasmformer.toolchain`` (zig cc, wasm32-wasi) and run as WASI commands in
-  wasmtime (fuel on) and in wasmformer: stdout (csmith prints a checksum), exit
-  code or trap, and the executed-instruction count must agree. A program that
+  wasmtime (fuel on) and in wasmformer's reference machine, and (up to
+  CSMITH_TRACE_FUEL instructions) its reference token machine: stdout (csmith
+  prints a checksum), exit code or trap, and the executed-instruction count must
+  agree. A program that
   wasmtime cannot finish in CSMITH_FUEL instructions is skipped (counted). The
   same C built natively with ``gcc -m32`` (ILP32, like wasm32; skipped where
   gcc-multilib is missing) must print the same checksum: a check of the toolchain.
@@ -824,6 +826,7 @@ def difference(theirs: object, mine: object) -> str:
 CSMITH_INSTALL = "csmith not found: install it with `apt-get install csmith libcsmith-dev` (Debian/Ubuntu)"
 CSMITH_FUEL = 3_000_000  # a program wasmtime cannot finish within this many instructions is skipped
 CSMITH_NATIVE_SECONDS = 10
+CSMITH_TRACE_FUEL = 300_000  # shorter programs are also traced by the token machine (~6x slower)
 # Shapes of program: csmith's defaults make programs that often run for minutes; these keep
 # most of them to thousands..millions of instructions. csmith makes no floats by default.
 CSMITH_SHAPES = [
@@ -912,22 +915,39 @@ def check_csmith(rng: random.Random, source: str | None = None) -> Outcome:
 
 
 def compare_program(wasm: bytes, theirs, outcome: Outcome) -> None:
-    """Run ``wasm`` in wasmformer; its stdout, exit code, trap and count against wasmtime's."""
+    """Run ``wasm`` in wasmformer's reference machine, and (when short enough) in the
+    reference token machine that the transformer must match token for token: stdout,
+    exit code, trap and count against wasmtime's."""
+    budget = 2 * theirs.fuel + 10_000
     try:
-        mine = wasmformer.run(wasm, max_steps=2 * theirs.fuel + 10_000)
+        mine = wasmformer.run(wasm, max_steps=budget)
     except BudgetExceeded:
-        outcome.mismatches.append(Mismatch("count", f"wasmtime fuel {theirs.fuel}, wasmformer runs past "
-                                                    f"{2 * theirs.fuel + 10_000} instructions"))
+        outcome.mismatches.append(Mismatch("count", f"wasmtime fuel {theirs.fuel}, wasmformer runs past {budget}"))
         return
+    compare_ending("_start", mine, theirs, outcome)
+    if theirs.fuel > CSMITH_TRACE_FUEL:
+        return
+    traced = wasmformer.trace(wasm, max_steps=budget)
+    if traced.budget is not None:
+        outcome.mismatches.append(Mismatch("trace count", f"wasmtime fuel {theirs.fuel}, token machine: {traced.budget}"))
+        return
+    checked = Outcome()  # its instructions are the ones counted above
+    compare_ending("_start (token machine)", traced, theirs, checked)
+    outcome.mismatches += [Mismatch(f"trace {m.kind}", m.detail, m.explained) for m in checked.mismatches]
+    outcome.endings["token machine checked"] += 1
+
+
+def compare_ending(where: str, mine, theirs, outcome: Outcome) -> None:
+    """A wasmformer RunResult or TraceResult against wasmtime's JudgeResult."""
     if mine.stdout != theirs.stdout:
-        outcome.mismatches.append(Mismatch("stdout", f"wasmtime {theirs.stdout[-200:]!r}, wasmformer {mine.stdout[-200:]!r}"))
+        outcome.mismatches.append(Mismatch("stdout", f"{where}: wasmtime {theirs.stdout[-200:]!r}, wasmformer {mine.stdout[-200:]!r}"))
     if mine.trap is not None or theirs.trap is not None:
-        compare_trap("_start", theirs.trap, mine.trap, outcome)
-        compare_trap_counts("_start", theirs.trap, theirs.fuel, mine.instructions, outcome, [])
+        compare_trap(where, theirs.trap, mine.trap, outcome)
+        compare_trap_counts(where, theirs.trap, theirs.fuel, mine.instructions, outcome, [])
     elif mine.exit_code != theirs.exit_code:
-        outcome.mismatches.append(Mismatch("exit", f"wasmtime exit {theirs.exit_code}, wasmformer {mine.exit_code}"))
+        outcome.mismatches.append(Mismatch("exit", f"{where}: wasmtime exit {theirs.exit_code}, wasmformer {mine.exit_code}"))
     else:
-        compare_counts("_start", theirs.fuel, mine.instructions, outcome)
+        compare_counts(where, theirs.fuel, mine.instructions, outcome)
 
 
 def compare_native(source: str, include: Path | None, theirs, outcome: Outcome) -> None:

@@ -179,7 +179,7 @@ def _check_c(source: str = CHECKSUM_C) -> list:
 def test_c_harness_agrees_on_a_correct_program():
     outcome = fuzz.check_csmith(random.Random(0), CHECKSUM_C)
     assert outcome.mismatches == [] and outcome.instructions > 1000
-    assert outcome.endings["program exited 0"] == 1
+    assert outcome.endings["program exited 0"] == 1 and outcome.endings["token machine checked"] == 1
 
 
 def test_c_harness_catches_wrong_output_and_count(monkeypatch):
@@ -191,6 +191,17 @@ def test_c_harness_catches_wrong_output_and_count(monkeypatch):
 
     monkeypatch.setattr(fuzz.wasmformer, "run", garbled)
     assert {m.kind for m in _check_c()} == {"stdout", "count"}
+
+
+def test_c_harness_checks_the_token_machine_too(monkeypatch):
+    real = fuzz.wasmformer.trace
+
+    def garbled(wasm, **kwargs):
+        result = real(wasm, **kwargs)
+        return dataclasses.replace(result, stdout=b"", exit_code=3)
+
+    monkeypatch.setattr(fuzz.wasmformer, "trace", garbled)
+    assert {m.kind for m in _check_c()} == {"trace stdout", "trace exit"}
 
 
 def test_c_harness_catches_a_wrong_trap(monkeypatch):
