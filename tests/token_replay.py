@@ -21,6 +21,7 @@ from wasmformer.machine import vocab
 from wasmformer.machine.fuse import LOCAL, PUSH, SET, TEE, FusedInstr, FusedProgram, width
 from wasmformer.machine.runtime import Memory
 from wasmformer.machine.semantics import LOADS, NUMERIC, STORES, effective_address, store_bits
+from wasmformer.machine.tokens import TokenMachine
 
 T = vocab.tok
 MAX_DEPTH = 50_000
@@ -264,3 +265,14 @@ class Replayer:
             self.frame.stack[f.base + i] = v
         self.pc = f.ret + keep  # past the call's `result` records (the results' bytes)
         return None
+
+
+def replayer_for(tm: TokenMachine) -> Replayer:
+    """A replayer that starts from the instance's current state (what the prompt holds)."""
+    inst = tm.instance
+    mem = inst.memory
+    copy = Memory(bytearray(mem.data), mem.max_pages, mem.host_limit_pages) if mem else None
+    return Replayer(tm.fused, copy, [tm._ref(g.value) if not isinstance(g.value, int) else g.value
+                                     for g in inst.globals],
+                    [[tm._ref(e) for e in t.elems] for t in inst.tables],
+                    list(inst.module.func_types), inst.limits.max_call_depth)
