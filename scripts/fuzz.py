@@ -22,6 +22,10 @@ run is deterministic and ``--case N`` replays one case):
   ``unreachable``, a lower bound after other traps) and the exported globals,
   memories and tables must agree after instantiation and after every call.
   A float op traps "unsupported" in wasmformer: that module is excluded from there.
+  wasmformer runs each call on its reference token machine: the trace must replay
+  token for token (tests/token_replay.py; a call reaching an op the replayer lacks,
+  such as ref.null or table.size, is counted as not replayed) and its tokens must
+  decode (detokenize) to the call's integer results or trap.
 - ``csmith``: random C programs from csmith (an optional system tool: Debian's
   ``csmith`` and ``libcsmith-dev``; without it this generator exits 2 with the
   install line), in shapes small enough to finish, without floats; compiled by
@@ -575,6 +579,11 @@ class Ours:
         self.instance = wasmformer.load(wasm)
         self.machine = self.instance._machine  # the public API has no state view; we may peek
         self.failed_grows: list[int] = []  # deltas of the failed grows since the last call
+        # Calls run on the reference token machine (which drives the same machine): each
+        # trace is replayed token for token and detokenized; problems go to token_problems.
+        self.tokens = TokenMachine(self.machine)
+        self.token_problems: list[str] = []
+        self.token_checks: Counter = Counter()  # how the token checks ended, for the summary
         for grower in [self.machine.memory, *self.machine.tables]:
             if grower is not None:
                 grower.grow = self._watch(grower.grow)
@@ -599,11 +608,41 @@ class Ours:
     def call(self, f: Export, args: list[object]) -> tuple[list[object] | None, str | None]:
         """Like ``Wasmtime.call``; other wasmformer errors propagate."""
         self.failed_grows.clear()
+        replayer = TOKEN_REPLAY.replayer_for(self.tokens)
+        trace = self.tokens.invoke(f.name, args, max_steps=EXEC_MAX_STEPS)
+        if trace.outcome == "budget":
+            raise BudgetExceeded(trace.budget_message)
+        self.check_tokens(replayer, trace, f)
+        if trace.outcome == "trap":
+            return None, trace.trap
+        return [comparable(v, t, judge=False) for v, t in zip(trace.results, f.results, strict=True)], None
+
+    def check_tokens(self, replayer, trace, f: Export) -> None:
+        """The trace replays from the state before the call and the tokens alone, and its
+        tokens say what the call did (results of integer type, or the trap). The replayer
+        (a test oracle) covers the ops C programs use: a trace reaching another op (bulk
+        table ops, ref.*, data/elem.drop) is counted as not replayed, not as a mismatch."""
+        if trace.outcome == "trap" and trace.trap.startswith("unsupported"):
+            return  # a float op: the call is excluded from comparison (call_pair)
         try:
-            values = self.instance.invoke(f.name, args, max_steps=EXEC_MAX_STEPS)
-        except Trap as error:
-            return None, error.reason
-        return [comparable(v, t, judge=False) for v, t in zip(values, f.results, strict=True)], None
+            replayed = replayer.run(trace.tokens)
+        except AssertionError as error:  # token_replay.Mismatch, or the replayer's own checks
+            lacks = re.fullmatch(r"replay of (\S+) not implemented", str(error))
+            if lacks:
+                self.token_checks[f"token replay: replayer lacks {lacks[1]}"] += 1
+            else:
+                self.token_problems.append(f"replay: {str(error)[:300] or type(error).__name__}")
+            return
+        self.token_checks["token replay: replayed"] += 1
+        if replayed != trace.outcome:
+            self.token_problems.append(f"replay ends {replayed!r}, the trace {trace.outcome!r}")
+        said = detokenize(trace.tokens, f.results)
+        if trace.outcome == "trap" and not (said.trap and trace.trap.startswith(said.trap)):
+            self.token_problems.append(f"tokens say trap {said.trap!r}, the machine {trace.trap!r}")
+        elif trace.outcome == "halt":
+            ints = [(a, b) for a, b, t in zip(said.results, trace.results, f.results, strict=True) if t in INT_TYPES]
+            if any(a != b for a, b in ints):
+                self.token_problems.append(f"tokens say results {said.results}, the machine {trace.results}")
 
     def state(self, names) -> dict[str, object]:
         seen: dict[str, object] = {}
@@ -743,6 +782,10 @@ def call_pair(judge: Wasmtime, ours: Ours, f: Export, args: list[tuple], outcome
     fuel_before, count_before = judge.used_fuel(), ours.instructions
     theirs, their_trap = judge.call(f, [theirs for theirs, _ in args])
     mine, my_trap = ours.call(f, [mine for _, mine in args])
+    outcome.mismatches += [Mismatch("tokens", f"{where}: {problem}") for problem in ours.token_problems]
+    outcome.endings.update(ours.token_checks)
+    ours.token_problems.clear()
+    ours.token_checks.clear()
     fuel, count = judge.used_fuel() - fuel_before, ours.instructions - count_before
     outcome.calls += 1
     outcome.endings[f"call {'trapped: ' + their_trap if their_trap else 'returned'}"] += 1
