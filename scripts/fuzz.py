@@ -919,7 +919,9 @@ def native_cc() -> list[str] | None:
 def csmith_program(rng: random.Random, tool: Csmith) -> str:
     seed = rng.randrange(1 << 31)
     options = ["--seed", str(seed), "--no-argc", *rng.choice(CSMITH_SHAPES)]
-    done = subprocess.run([tool.executable, *options], capture_output=True, text=True, timeout=60)
+    with tempfile.TemporaryDirectory(prefix="wasmformer-csmith-") as tmp:  # it writes platform.info
+        done = subprocess.run([tool.executable, *options], capture_output=True, text=True,
+                              timeout=60, cwd=tmp)
     done.check_returncode()
     return done.stdout
 
