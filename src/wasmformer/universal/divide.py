@@ -1,0 +1,210 @@
+"""Division and remainder on byte limbs: restoring long division in radix 16, exact, of a
+depth fixed by the width (never by the values).
+
+The quotient is found one nibble at a time, most significant first. The stage for nibble i
+holds the remainder R (n normalised bytes, R < b * 16**(i+1)) and compares it with the 15
+candidates C_u = u * b * 16**i at once; the digit is the number of candidates R reaches and
+R drops by the largest of them:
+
+  layer 1  d_uk = sign(R_k - C_uk) per byte (``arith``'s comparison columns)
+  layer 2  I_u = [R >= C_u] = [sum_k d_uk 2**k >= 0] (a candidate with a non-zero byte above
+           R's top fails: its overflow is subtracted, times 2**n, from that sum), and the bytes
+           of R - C_u: R_k - C_uk - borrow_k + 256 borrow_k+1, borrow_k = [sum_{j<k} d_uj 2**j < 0]
+  layer 3  R'_k = sum_u relu(I_u - I_u+1) (R - C_u)_k + relu(1 - I_1) R_k: one candidate's
+           bytes, selected by the two indicators around the digit (I_u is monotone in u)
+
+The digit is sum_u I_u, linear in layer 2's nodes, so a quotient byte (two digits) costs no
+layer. C_u = (u * 16**e * b) shifted by whole bytes (i = 2m + e): the 30 multiples u * b and
+16 u * b are computed once, normalised, before the first stage (``_multiples``: the columns
+sum_s b_s byte_r(c 2**s) <= 4080 from b's bits, their high parts by thresholds, then
+``arith.carry_add``: 3 layers). A stage at byte offset m compares only bytes m..n-1 (C_u's low
+bytes are 0) and leaves R's bytes below m alone, so the early stages are cheap.
+
+Signed forms divide the magnitudes: |x| = (x XOR s) + s with s the sign bit; the XOR bits are
+one layer (relu(x_i + s - 1) is x_i AND s), |a| is then a ``carry_add`` and |b| enters the
+multiples' columns directly. The quotient's sign is s_a XOR s_b, the remainder's s_a; a
+result is negated the same way ((q XOR sign) + sign, then ``carry_add``).
+
+Every value stays below 2**24: the multiples' columns below 2**12, the stage's sums below
+2**20 (the overflow penalty, 2**n times at most 255 (m + 1)), the rest are bytes and signs.
+
+The trap conditions (``traps``) are single units on the operand bits: b == 0, and for div_s
+a == INT_MIN with b == -1. When they hold the result bytes are whatever the circuit gives.
+"""
+
+from __future__ import annotations
+
+from wasmformer.graph import Graph, Linear, Node, as_linear
+
+from . import units as U
+from .arith import carry_add
+from .operand import Operand
+from .units import Pending, Result
+
+ZERO = Linear()
+DIGITS = 15  # candidates per nibble: u = 1 .. 15
+
+
+def divide(g: Graph, a: Operand, b: Operand, *, signed: bool, remainder: bool,
+           name: str = "div") -> Result:
+    """div_u / div_s (``remainder`` False) or rem_u / rem_s: the result bytes, pending."""
+    n = a.n
+    a_bits, a_plus = _magnitude_bits(g, a, signed, f"{name}.a")
+    b_bits, b_plus = _magnitude_bits(g, b, signed, f"{name}.b")
+    if signed:  # |a| as normalised bytes
+        columns = [_byte(a_bits, k) + (a_plus if k == 0 else 0) for k in range(n)]
+        r = [U.materialize(g, f"{name}.abs{k}", x)
+             for k, x in enumerate(carry_add(g, columns, 0, f"{name}.abs"))]
+    else:
+        r = list(a.bytes)
+    multiples = _multiples(g, b_bits, b_plus, n, name)
+    digits: list[Linear] = []  # nibble digits, most significant first
+    last_units: U.Units = []  # the last digit, pending (div only)
+    result_units: list[U.Units] = []  # the remainder, pending (rem only)
+    for i in range(2 * n - 1, -1, -1):
+        last = i == 0
+        indicators, r_new = _stage(g, r, multiples, i, f"{name}.n{i}",
+                                   pending_digit=last and not remainder,
+                                   pending_rest=last and remainder)
+        if last and not remainder:
+            last_units = indicators  # type: ignore[assignment]
+        else:
+            digits.append(sum(indicators, start=ZERO))  # type: ignore[arg-type]
+        if last and remainder:
+            result_units = r_new  # type: ignore[assignment]
+        else:
+            r = r_new  # type: ignore[assignment]
+    if remainder:
+        value: list[Pending] = list(result_units)
+        negative: Linear | None = a.sign if signed else None
+    else:
+        digits.append(ZERO)  # the last digit is in last_units
+        nibbles = digits[::-1]  # least significant first
+        value = [nibbles[2 * m] + 16 * nibbles[2 * m + 1] for m in range(n)]
+        value[0] = U.identity(value[0]) + last_units
+        negative = _xor(g, a.sign, b.sign, f"{name}.qsign") if signed else None
+    if negative is None:
+        return tuple(value)
+    return _negate_if(g, value, negative, f"{name}.neg")
+
+
+def traps(g: Graph, a: Operand, b: Operand, *, signed: bool, remainder: bool,
+          name: str = "div") -> dict[str, Node]:
+    """The trap reasons (vocab names) with their 0/1 condition nodes (one unit each)."""
+    flags = {"DIV_BY_ZERO": U.node(g, f"{name}.by_zero", U.is_zero(sum(b.bytes, start=ZERO)),
+                                   0, 1)}
+    if signed and not remainder:  # INT_MIN / -1: a's bits 100..0 and b's 11..1
+        misses = sum(a.bits[:-1], start=ZERO) + 1 - a.sign + sum((1 - x for x in b.bits),
+                                                                   start=ZERO)
+        flags["INT_OVERFLOW"] = U.node(g, f"{name}.overflow", U.is_zero(misses), 0, 1)
+    return flags
+
+
+# ---- one stage: a quotient nibble ---------------------------------------------------------
+
+
+def _stage(g: Graph, r: list[Linear], multiples: dict[tuple[int, int], list[Linear]], i: int,
+           name: str, *, pending_digit: bool, pending_rest: bool):
+    """Nibble i: (the indicators I_1..I_15, the new remainder's bytes).
+
+    ``pending_digit``: the indicators as units (the caller sums them into its last layer) and
+    no remainder. ``pending_rest``: the new remainder's changed bytes as units."""
+    n = len(r)
+    m, e = divmod(i, 2)
+    cols = range(m, n)  # the bytes a candidate can change
+    signs, sigmas = {}, {}
+    for u in range(1, DIGITS + 1):
+        c = multiples[(u, e)]  # n + 1 bytes, placed at byte m
+        for k in cols:
+            signs[u, k] = U.node(g, f"{name}.d{u}_{k}", U.sign(r[k] - c[k - m]), -1, 1)
+        overflow = sum(c[n - m:], start=ZERO)  # C_u's bytes above R's top
+        sigmas[u] = (sum((signs[u, k] * (1 << (k - m)) for k in cols), start=ZERO)
+                     - (1 << (n - m)) * overflow)
+    if pending_digit:
+        return [x for u in range(1, DIGITS + 1) for x in U.step(sigmas[u], 0)], None
+    indicators = [U.node(g, f"{name}.I{u}", U.step(sigmas[u], 0), 0, 1)
+                  for u in range(1, DIGITS + 1)]
+    diffs = {}
+    for u in range(1, DIGITS + 1):
+        c = multiples[(u, e)]
+
+        def borrow(k: int, weight: int, u: int = u) -> U.Units:
+            below = sum((signs[u, j] * (1 << (j - m)) for j in range(m, k)), start=ZERO)
+            return U.step(-below, 1, weight) if k > m else []
+
+        for k in cols:
+            units = U.identity(r[k] - c[k - m]) + borrow(k, -1) + borrow(k + 1, 256)
+            diffs[u, k] = U.node(g, f"{name}.r{u}_{k}", units, 0, 255)
+    ons = [*indicators, ZERO]
+    new: list = list(r)
+    for k in cols:
+        units = [(1, 1 - ons[0], r[k])]
+        units += [(1, ons[u - 1] - ons[u], diffs[u, k]) for u in range(1, DIGITS + 1)]
+        new[k] = units if pending_rest else U.node(g, f"{name}.R{k}", units, 0, 255)
+    return [Linear(((x, 1),)) for x in indicators], new
+
+
+# ---- the divisor's multiples --------------------------------------------------------------
+
+
+def _multiples(g: Graph, bits: list[Linear], plus: Linear, n: int,
+               name: str) -> dict[tuple[int, int], list[Linear]]:
+    """(u, e) -> the n + 1 normalised bytes of u * 16**e * |b|, u = 1..15, e = 0, 1."""
+    table = {}
+    for e in (0, 1):
+        for u in range(1, DIGITS + 1):
+            c = u << (4 * e)
+            table[u, e] = _constant_multiple(g, bits, plus, c, n, f"{name}.x{c}")
+    return table
+
+
+def _constant_multiple(g: Graph, bits: list[Linear], plus: Linear, c: int, n: int,
+                       name: str) -> list[Linear]:
+    """c * (sum_s bits[s] 2**s + plus), 0 < c < 256, as n + 1 normalised bytes: columns
+    V_r = sum_s bits_s byte_r(c 2**s), their high parts h_r by thresholds, then one
+    carry look-ahead addition of v_r + h_{r-1} (each <= 255 + 15)."""
+    columns = []
+    for r in range(n + 1):
+        terms = [(s, ((c << s) >> (8 * r)) & 255) for s in range(len(bits))]
+        v = sum((bits[s] * w for s, w in terms if w), start=ZERO) + plus * ((c >> (8 * r)) & 255)
+        top = sum(w for _, w in terms) + ((c >> (8 * r)) & 255)
+        columns.append((v, top))
+    highs = [U.node(g, f"{name}.h{r}", [x for t in range(1, top // 256 + 1)
+                                        for x in U.step(v, 256 * t)], 0, top // 256)
+             if top >= 256 else ZERO for r, (v, top) in enumerate(columns)]
+    sums = [v - 256 * h + (highs[r - 1] if r else 0)
+            for r, ((v, _), h) in enumerate(zip(columns, highs, strict=True))]
+    return [U.materialize(g, f"{name}.b{k}", x)
+            for k, x in enumerate(carry_add(g, sums, 0, name))]
+
+
+# ---- signs ---------------------------------------------------------------------------------
+
+
+def _magnitude_bits(g: Graph, x: Operand, signed: bool, name: str) -> tuple[list[Linear], Linear]:
+    """(bits, plus) with |x| = sum_s bits[s] 2**s + plus: x's own bits (plus 0) unsigned; the
+    bits of x XOR s and plus = s signed (one layer: x_i + s - 2 relu(x_i + s - 1))."""
+    if not signed:
+        return list(x.bits), ZERO
+    return [_xor(g, bit, x.sign, f"{name}.x{s}") for s, bit in enumerate(x.bits)], x.sign
+
+
+def _xor(g: Graph, p: Linear, q: Linear, name: str) -> Linear:
+    """p XOR q for 0/1 features, as a node (one unit beside the linear part)."""
+    return U.materialize(g, name, U.identity(p + q) + [(-2, p + q - 1, U.ONE)], 0, 1)
+
+
+def _byte(bits: list[Linear], k: int) -> Linear:
+    return sum((bits[8 * k + i] * (1 << i) for i in range(8)), start=ZERO)
+
+
+def _negate_if(g: Graph, value: list[Pending], flag: Linear, name: str) -> Result:
+    """The bytes of -value mod 256**n when ``flag`` is 1, of value when 0: columns
+    value_k + flag (255 - 2 value_k) (+ flag at byte 0) in one layer, then ``carry_add``."""
+    columns = []
+    for k, x in enumerate(value):
+        units = U.identity(x) if isinstance(x, Linear) else list(x)
+        flipped = [(w * -2, gate, v) for w, gate, v in units]
+        cols = units + U.enabled(flipped, flag) + U.identity(flag, 255 + (k == 0))
+        columns.append(U.node(g, f"{name}.c{k}", cols, 0, 256))
+    return carry_add(g, [as_linear(x) for x in columns], 0, name)
