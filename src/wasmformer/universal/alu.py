@@ -59,26 +59,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from wasmformer.graph import Graph, GraphError, Linear
+from wasmformer.graph import Graph, GraphError, Linear, Node
 
-from . import arith, bitwise, convert, mul
+from . import arith, bitwise, convert, divide, mul
 from . import units as U
 from .operand import Bytes, Operand
 
 Builder = Callable[..., U.Result]  # (g, *operands, name=...) -> pending result bytes
+TrapBuilder = Callable[..., dict[str, Node]]  # (g, *operands, name=...) -> reason: 0/1 flag
 
 BYTES = {"i32": 4, "i64": 8}
 
 
 @dataclass(frozen=True, slots=True)
 class AluOp:
-    """One instruction's circuit: operand and result sizes in bytes, its FFN depth."""
+    """One instruction's circuit: operand and result sizes in bytes, its FFN depth, and
+    (only for ops that can trap) a builder of its trap conditions."""
 
     name: str
     params: tuple[int, ...]
     result: int
     depth: int
     build: Builder
+    trap_flags: TrapBuilder | None = None
 
     def __call__(self, g: Graph, *operands: Operand, name: str | None = None) -> Bytes:
         """The result bytes as features: one node per byte computed by an FFN, the
@@ -91,9 +94,7 @@ class AluOp:
         """The result bytes with their last FFN layer not yet materialised (``depth - 1``
         layers built): sum ``units.enabled(x, flag)`` of several ops into one node to
         select among them at no extra depth."""
-        if tuple(x.n for x in operands) != self.params:
-            raise GraphError(f"{self.name}: operands of {[x.n for x in operands]} bytes, "
-                             f"want {list(self.params)}")
+        self._check(operands)
         result = self.build(g, *operands, name=name or self.name)
         assert len(result) == self.result, f"{self.name}: {len(result)} result bytes"
         for k, x in enumerate(result):
@@ -101,6 +102,22 @@ class AluOp:
             if r is not None and (not r.integer or r.lo < 0 or r.hi > 255):
                 raise GraphError(f"{self.name}: result byte {k} has range {r}")
         return result
+
+    def traps(self, g: Graph, *operands: Operand, name: str | None = None) -> dict[str, Node]:
+        """When this op traps: ``{reason: flag}`` with ``reason`` a trap name of
+        ``machine.vocab`` (``DIV_BY_ZERO``, ``INT_OVERFLOW``) and ``flag`` a 0/1 node that is 1
+        exactly when the operands make the instruction trap with that reason (at most one is
+        1). Empty for ops that never trap. The result bytes are unspecified when a flag is 1:
+        the caller emits the trap instead (this module emits no trap token)."""
+        if self.trap_flags is None:
+            return {}
+        self._check(operands)
+        return self.trap_flags(g, *operands, name=f"{name or self.name}.trap")
+
+    def _check(self, operands: tuple[Operand, ...]) -> None:
+        if tuple(x.n for x in operands) != self.params:
+            raise GraphError(f"{self.name}: operands of {[x.n for x in operands]} bytes, "
+                             f"want {list(self.params)}")
 
 
 def _family(t: str) -> dict[str, AluOp]:
@@ -119,7 +136,19 @@ def _family(t: str) -> dict[str, AluOp]:
     ops |= {kind: (two, n, 1, partial(bitwise.bitwise, kind=kind))
             for kind in ("and", "or", "xor")}
     ops |= {kind: (two, n, 2, partial(bitwise.shift, kind=kind)) for kind in bitwise.SHIFTS}
-    return {f"{t}.{k}": AluOp(f"{t}.{k}", *spec) for k, spec in ops.items()}
+    table = {f"{t}.{k}": AluOp(f"{t}.{k}", *spec) for k, spec in ops.items()}
+    for k, (depth_u, depth_s) in DIVISION_DEPTH[t].items():
+        for signed, depth in ((False, depth_u), (True, depth_s)):
+            name = f"{t}.{k}_{'s' if signed else 'u'}"
+            options = {"signed": signed, "remainder": k == "rem"}
+            table[name] = AluOp(name, two, n, depth, partial(divide.divide, **options),
+                                partial(divide.traps, **options))
+    return table
+
+
+# FFN depth of the division circuits (unsigned, signed): radix-16 long division (divide.py)
+DIVISION_DEPTH = {"i32": {"div": (26, 29), "rem": (27, 30)},
+                  "i64": {"div": (50, 53), "rem": (51, 54)}}
 
 
 def _conversions() -> dict[str, AluOp]:
@@ -140,5 +169,9 @@ def _conversions() -> dict[str, AluOp]:
 
 ALU_OPS: dict[str, AluOp] = {**_family("i32"), **_family("i64"), **_conversions()}
 
-# The integer instructions the ALU does not compute (yet): see the module docstring.
-MISSING = tuple(f"{t}.{k}" for t in BYTES for k in ("div_s", "div_u", "rem_s", "rem_u"))
+# The division ops: exact, but 26-54 layers deep (see the module docstring), so the universal
+# graph leaves them out unless asked (``Limits.ops``).
+DIVISION = tuple(f"{t}.{k}" for t in BYTES for k in ("div_s", "div_u", "rem_s", "rem_u"))
+
+# The integer instructions the ALU does not compute: none.
+MISSING: tuple[str, ...] = ()
