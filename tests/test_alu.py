@@ -224,15 +224,15 @@ def test_combined_model_computes_every_op(combined, dtype) -> None:
 
 # op family -> (depth, hidden units, FFN nodes) for i32 and i64, as stated in universal/alu.py
 DIVISION_COST = {
-    "div_u": ((26, 3858, 1058), (50, 11798, 3054)),
-    "rem_u": ((27, 4191, 1136), (51, 12495, 3196)),
-    "div_s": ((29, 4089, 1142), (53, 12233, 3222)),
-    "rem_s": ((30, 4447, 1216), (54, 13011, 3356)),
+    "div_u": ((19, 10994, 1054), (35, 40470, 3046)),
+    "rem_u": ((20, 11391, 1136), (36, 41295, 3196)),
+    "div_s": ((22, 11225, 1138), (38, 40905, 3214)),
+    "rem_s": ((23, 11647, 1216), (39, 41811, 3356)),
 }
 
 
 # the default run checks these (building an i64 circuit takes seconds); slow runs all
-QUICK_DIVISION = ("i32.div_u", "i32.div_s", "i32.rem_u", "i32.rem_s", "i64.div_s", "i64.rem_u")
+QUICK_DIVISION = ("i32.div_s", "i32.rem_u")
 division_circuit = functools.cache(H.circuit)
 
 
@@ -277,7 +277,7 @@ def check_division(c: H.Circuit, cases: list[tuple[int, int]]) -> int:
 def test_division_equals_the_semantics(name: str) -> None:
     division = division_circuit(name)
     n = division.op.params[0]
-    cases = division_cases(n, random.Random(division.op.name), randoms=4 if n == 8 else 24)
+    cases = division_cases(n, random.Random(division.op.name), randoms=4 if n == 8 else 6)
     trapped = check_division(division, cases)
     assert trapped >= 1  # b == 0 is among the cases (and INT_MIN / -1 for div_s)
     assert set(division.traps) == ({"DIV_BY_ZERO", "INT_OVERFLOW"}

@@ -147,8 +147,8 @@ def _family(t: str) -> dict[str, AluOp]:
 
 
 # FFN depth of the division circuits (unsigned, signed): radix-16 long division (divide.py)
-DIVISION_DEPTH = {"i32": {"div": (26, 29), "rem": (27, 30)},
-                  "i64": {"div": (50, 53), "rem": (51, 54)}}
+DIVISION_DEPTH = {"i32": {"div": (19, 22), "rem": (20, 23)},
+                  "i64": {"div": (35, 38), "rem": (36, 39)}}
 
 
 def _conversions() -> dict[str, AluOp]:
@@ -169,7 +169,7 @@ def _conversions() -> dict[str, AluOp]:
 
 ALU_OPS: dict[str, AluOp] = {**_family("i32"), **_family("i64"), **_conversions()}
 
-# The division ops: exact, but 26-54 layers deep (see the module docstring), so the universal
+# The division ops: exact, but 19-39 layers deep (see the module docstring), so the universal
 # graph leaves them out unless asked (``Limits.ops``).
 DIVISION = tuple(f"{t}.{k}" for t in BYTES for k in ("div_s", "div_u", "rem_s", "rem_u"))
 
