@@ -13,17 +13,21 @@ The definition it must agree with, bit for bit, is ``machine.semantics.NUMERIC``
 Depth (FFN layers) and hidden units, i32 / i64, materialised (tests/test_alu.py checks
 both; per layer in brackets):
 
-    op family                 depth   units i32 / i64
-    add, sub                  2       30 / 62 (sub +1)   [3n | 5n - 2] carry look-ahead (arith)
-    eq, ne, lt/gt/le/ge _s _u 2       14-16 / 26-28      [3n | 2-4] signs of byte differences
-    eqz                       1       1 / 1
-    and / or, xor             1       32 / 64, 36 / 72   per bit (bitwise)
-    shl, shr_u, shr_s         2       47 / 113           [8n | n*n - n + 1] bit, then byte select
-    rotl, rotr                2       48 / 128           [8n | n*n]
-    clz, ctz                  1       32 / 64
-    popcnt                    0       0                  linear in the bits
-    wrap, extend*             0       0                  linear (convert)
-    mul                       4       256 / 896          [80 146 12 18 / 288 546 24 38] (mul)
+    op family                 depth     units i32 / i64
+    add, sub                  2         30 / 62 (sub +1)  [3n | 5n - 2] carry look-ahead (arith)
+    eq, ne, lt/gt/le/ge _s _u 2         14-16 / 26-28     [3n | 2-4] signs of byte differences
+    eqz                       1         1 / 1
+    and / or, xor             1         32 / 64, 36 / 72  per bit (bitwise)
+    shl, shr_u, shr_s         2         47 / 113          [8n | n*n - n + 1] bit, then byte select
+    rotl, rotr                2         48 / 128          [8n | n*n]
+    clz, ctz                  1         32 / 64
+    popcnt                    0         0                 linear in the bits
+    wrap, extend*             0         0                 linear (convert)
+    mul                       4         256 / 896         [80 146 12 18 / 288 546 24 38] (mul)
+    div_u                     19 / 35   10,994 / 40,470   radix-16 long division (divide)
+    rem_u                     20 / 36   11,391 / 41,295
+    div_s                     22 / 38   11,225 / 40,905   magnitudes, then a negation
+    rem_s                     23 / 39   11,647 / 41,811
 
 With ``pending`` the last layer's units move into the caller's node, so an op costs
 depth - 1 layers of its own.
@@ -31,26 +35,22 @@ depth - 1 layers of its own.
 Every intermediate integer stays below 2**24 in magnitude (so float32 is exact), bounded
 from the declared ranges: the largest single values are mul's column sums (< 2**14),
 the largest sums of |unit| in one node i64.mul's threshold layer (< 2**22). Summing the
-pending last layers of all 58 ops into one node stays below 2**24 as well (~1.5e7).
+pending last layers of all 58 non-division ops into one node stays below 2**24 as well
+(~1.5e7); division's values stay below 2**20 (divide.py).
 
-Not built: div_u, div_s, rem_u, rem_s (``MISSING``). The plan and the obstacle:
-  Long division is serial: quotient digit j needs the remainder R_j left by the digits
-  above it. Inside the layers, bit-serial division is 32 or 64 compare-and-subtract
-  stages of at least 2 layers each: far too deep. The intended route is across tokens,
-  one quotient byte per emitted token, most significant first: at the token emitting
-  q_j, the quotient bytes Q above it are read back by fixed relative lookups, so
-      R_j = floor(a / 256**(j+1)) - Q * b      (``mul``, then ``sub``: 6 layers)
-      q_j = #{t in 1..255 : t * b <= 256 R_j + A_j}.
-  The obstacle is that digit selection: t * b has byte columns t * B_k up to 2**16, so
-  each of the 255 comparisons needs its own carry normalisation (a ``mul``-like
-  threshold layer, ~2 n * 255 units per comparison) before the sign trick of ``arith``
-  applies: ~10 layers and ~10**5 units. Cheaper alternatives to evaluate: radix-16 digits
-  (15 comparisons, two tokens per quotient byte) or a reciprocal estimate of the digit
-  from the top bytes of R and b plus one correction step. Either way the result bytes
-  come most significant first, unlike the other ops, and rem_* is the last R (emitted
-  after the quotient, or recomputed as a - q * b). The traps (divide by zero; INT_MIN /
-  -1 for div_s) are ``eqz`` / ``eq`` circuits deciding a trap token, and the signed forms
-  divide the magnitudes (``sub`` from 0 under the sign bit) and negate after.
+Traps. ``AluOp.traps(g, *operands)`` returns ``{reason: flag}`` for the ops that can trap
+(the eight division ops): ``reason`` is a trap name of ``machine.vocab`` (``DIV_BY_ZERO``;
+``INT_OVERFLOW`` for div_s only: INT_MIN / -1; rem_s of INT_MIN by -1 is 0, no trap) and
+``flag`` a 0/1 node, one unit on the operands (depth 1), that is 1 exactly when the
+instruction traps for that reason. The result bytes are unspecified then; emitting the
+``TRAP`` token is the caller's job. Other ops return ``{}``.
+
+Division is the one family that is deep: each quotient digit needs the remainder the
+digits above it leave, so any exact circuit is a chain of stages. ``divide.py`` does two
+layers per radix-16 digit (8 / 16 stages) after 3 layers that build the divisor's 30
+multiples, + 3 for the signed forms. ``DIVISION`` lists the ops; the universal graph leaves
+them out unless ``Limits.ops`` names them (docs/UNIVERSAL.md weighs the alternatives,
+among them a trace protocol in which a division emits its digits over several tokens).
 """
 
 from __future__ import annotations
