@@ -26,8 +26,8 @@ both; per layer in brackets):
     mul                       4         256 / 896         [80 146 12 18 / 288 546 24 38] (mul)
     div_u                     19 / 35   10,994 / 40,470   radix-16 long division (divide)
     rem_u                     20 / 36   11,391 / 41,295
-    div_s                     22 / 38   11,225 / 40,905   magnitudes, then a negation
-    rem_s                     23 / 39   11,647 / 41,811
+    div_s                     21 / 37   11,169 / 40,821   magnitudes, then a negation
+    rem_s                     22 / 38   11,565 / 41,645
 
 With ``pending`` the last layer's units move into the caller's node, so an op costs
 depth - 1 layers of its own.
@@ -48,7 +48,7 @@ instruction traps for that reason. The result bytes are unspecified then; emitti
 Division is the one family that is deep: each quotient digit needs the remainder the
 digits above it leave, so any exact circuit is a chain of stages. ``divide.py`` does two
 layers per radix-16 digit (8 / 16 stages) after 3 layers that build the divisor's 30
-multiples, + 3 for the signed forms. ``DIVISION`` lists the ops; the universal graph leaves
+multiples, + 2 for the signed forms. ``DIVISION`` lists the ops; the universal graph leaves
 them out unless ``Limits.ops`` names them (docs/UNIVERSAL.md weighs the alternatives,
 among them a trace protocol in which a division emits its digits over several tokens).
 """
@@ -147,8 +147,8 @@ def _family(t: str) -> dict[str, AluOp]:
 
 
 # FFN depth of the division circuits (unsigned, signed): radix-16 long division (divide.py)
-DIVISION_DEPTH = {"i32": {"div": (19, 22), "rem": (20, 23)},
-                  "i64": {"div": (35, 38), "rem": (36, 39)}}
+DIVISION_DEPTH = {"i32": {"div": (19, 21), "rem": (20, 22)},
+                  "i64": {"div": (35, 37), "rem": (36, 38)}}
 
 
 def _conversions() -> dict[str, AluOp]:
@@ -169,7 +169,7 @@ def _conversions() -> dict[str, AluOp]:
 
 ALU_OPS: dict[str, AluOp] = {**_family("i32"), **_family("i64"), **_conversions()}
 
-# The division ops: exact, but 19-39 layers deep (see the module docstring), so the universal
+# The division ops: exact, but 19-38 layers deep (see the module docstring), so the universal
 # graph leaves them out unless asked (``Limits.ops``).
 DIVISION = tuple(f"{t}.{k}" for t in BYTES for k in ("div_s", "div_u", "rem_s", "rem_u"))
 

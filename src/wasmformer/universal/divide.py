@@ -30,8 +30,11 @@ low bytes are 0) and leaves R's bytes below m alone, so the early stages are che
 
 Signed forms divide the magnitudes: |x| = (x XOR s) + s with s the sign bit; the XOR bits are
 one layer (relu(x_i + s - 1) is x_i AND s), |a| is then a ``carry_add`` and |b| enters the
-multiples' columns directly. The quotient's sign is s_a XOR s_b, the remainder's s_a; a
-result is negated the same way ((q XOR sign) + sign, then ``carry_add``: 2 more layers).
+multiples' columns directly. The quotient's sign is s_a XOR s_b, the remainder's s_a; the
+result's bytes v_k, once features, are negated in one layer: byte k of ~v + 1 is
+255 - v_k + c_k - 256 c_k+1 with the carry c_k = [v_0 .. v_k-1 all 0], a single unit
+(``_negate_if``). So a signed op is 2 layers deeper than its unsigned form (the XOR bits
+first, then the negation), nothing more.
 
 Every value stays below 2**24: the multiples' columns below 2**12, the stage's sums below
 2**20 (the overflow penalty, 2**n times at most 255 (m + 1)), the rest are bytes and signs.
@@ -72,7 +75,7 @@ def divide(g: Graph, a: Operand, b: Operand, *, signed: bool, remainder: bool,
     digits: list[Linear] = []  # nibble digits, most significant first
     last_units: U.Units = []  # the last digit, pending (div only)
     for i in range(2 * n - 1, -1, -1):
-        if i == 0 and not remainder:
+        if i == 0 and not remainder and not signed:
             last_units = _stage(g, rem, multiples, i, f"{name}.n{i}", digit_only=True)
         else:
             indicators, rem = _stage(g, rem, multiples, i, f"{name}.n{i}")
@@ -81,10 +84,12 @@ def divide(g: Graph, a: Operand, b: Operand, *, signed: bool, remainder: bool,
         value: list[Pending] = [rem.chosen(k) for k in range(n)]
         negative: Linear | None = a.sign if signed else None
     else:
-        digits.append(ZERO)  # the last digit is in last_units
+        if len(digits) < 2 * n:
+            digits.append(ZERO)  # the last digit is in last_units
         nibbles = digits[::-1]  # least significant first
         value = [nibbles[2 * m] + 16 * nibbles[2 * m + 1] for m in range(n)]
-        value[0] = U.identity(value[0]) + last_units
+        if last_units:
+            value[0] = U.identity(value[0]) + last_units
         negative = _xor(g, a.sign, b.sign, f"{name}.qsign") if signed else None
     if negative is None:
         return tuple(value)
@@ -229,12 +234,14 @@ def _byte(bits: list[Linear], k: int) -> Linear:
 
 
 def _negate_if(g: Graph, value: list[Pending], flag: Linear, name: str) -> Result:
-    """The bytes of -value mod 256**n when ``flag`` is 1, of value when 0: columns
-    value_k + flag (255 - 2 value_k) (+ flag at byte 0) in one layer, then ``carry_add``."""
-    columns = []
-    for k, x in enumerate(value):
-        units = U.identity(x) if isinstance(x, Linear) else list(x)
-        flipped = [(w * -2, gate, v) for w, gate, v in units]
-        cols = units + U.enabled(flipped, flag) + U.identity(flag, 255 + (k == 0))
-        columns.append(U.node(g, f"{name}.c{k}", cols, 0, 256))
-    return carry_add(g, [as_linear(x) for x in columns], 0, name)
+    """The bytes of -value mod 256**n when ``flag`` is 1, of value when 0, in one layer once
+    value's bytes are features: byte k of -v = ~v + 1 is 255 - v_k + c_k - 256 c_k+1, with
+    the carry c_k = [v_0 .. v_k-1 all 0] = relu(1 - sum_{j<k} v_j) (c_0 = 1); each form's
+    units under its own enable flag."""
+    v = [U.materialize(g, f"{name}.v{k}", x) for k, x in enumerate(value)]
+    result = []
+    for k in range(len(v)):
+        carry_in = U.is_zero(sum(v[:k], start=ZERO)) if k else U.constant(1)
+        negated = U.identity(255 - v[k]) + carry_in + U.is_zero(sum(v[:k + 1], start=ZERO), -256)
+        result.append(U.enabled(U.identity(v[k]), 1 - flag) + U.enabled(negated, flag))
+    return tuple(result)
