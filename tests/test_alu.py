@@ -224,10 +224,10 @@ def test_combined_model_computes_every_op(combined, dtype) -> None:
 
 # op family -> (depth, hidden units, FFN nodes) for i32 and i64, as stated in universal/alu.py
 DIVISION_COST = {
-    "div_u": ((19, 10994, 1054), (35, 40470, 3046)),
-    "rem_u": ((20, 11391, 1136), (36, 41295, 3196)),
-    "div_s": ((21, 11169, 1145), (37, 40821, 3213)),
-    "rem_s": ((22, 11565, 1212), (38, 41645, 3348)),
+    "div_u": ((13, 7023, 904), (29, 23129, 2576)),
+    "rem_u": ((16, 8230, 970), (32, 25574, 2694)),
+    "div_s": ((15, 7181, 1122), (31, 23441, 2872)),
+    "rem_s": ((18, 8387, 1173), (34, 25885, 2975)),
 }
 
 

@@ -196,7 +196,7 @@ def test_every_alu_op_evaluator(op: str) -> None:
 
 @pytest.mark.slow
 def test_division_in_a_graph_that_names_it() -> None:
-    """Division is off by default (19-38 layers deep) but runs when ``Limits.ops`` names it:
+    """Division is off by default (13-34 layers deep) but runs when ``Limits.ops`` names it:
     unsigned and signed, from locals, on divisors that do not trap (no traps yet)."""
     wat = """(module (func (export "d") (param $a i32) (param $b i32) (result i32)
       (i32.add (i32.div_u (local.get $a) (local.get $b))

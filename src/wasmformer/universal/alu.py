@@ -24,10 +24,10 @@ both; per layer in brackets):
     popcnt                    0         0                 linear in the bits
     wrap, extend*             0         0                 linear (convert)
     mul                       4         256 / 896         [80 146 12 18 / 288 546 24 38] (mul)
-    div_u                     19 / 35   10,994 / 40,470   radix-16 long division (divide)
-    rem_u                     20 / 36   11,391 / 41,295
-    div_s                     21 / 37   11,169 / 40,821   magnitudes, then a negation
-    rem_s                     22 / 38   11,565 / 41,645
+    div_u                     13 / 29   7,023 / 23,129    radix-16 long division (divide)
+    rem_u                     16 / 32   8,230 / 25,574    (+ 16-bit limbs split into bytes)
+    div_s                     15 / 31   7,181 / 23,441    magnitudes, then a negation
+    rem_s                     18 / 34   8,387 / 25,885
 
 With ``pending`` the last layer's units move into the caller's node, so an op costs
 depth - 1 layers of its own.
@@ -147,8 +147,8 @@ def _family(t: str) -> dict[str, AluOp]:
 
 
 # FFN depth of the division circuits (unsigned, signed): radix-16 long division (divide.py)
-DIVISION_DEPTH = {"i32": {"div": (19, 21), "rem": (20, 22)},
-                  "i64": {"div": (35, 37), "rem": (36, 38)}}
+DIVISION_DEPTH = {"i32": {"div": (13, 15), "rem": (16, 18)},
+                  "i64": {"div": (29, 31), "rem": (32, 34)}}
 
 
 def _conversions() -> dict[str, AluOp]:
@@ -169,7 +169,7 @@ def _conversions() -> dict[str, AluOp]:
 
 ALU_OPS: dict[str, AluOp] = {**_family("i32"), **_family("i64"), **_conversions()}
 
-# The division ops: exact, but 19-38 layers deep (see the module docstring), so the universal
+# The division ops: exact, but 13-34 layers deep (see the module docstring), so the universal
 # graph leaves them out unless asked (``Limits.ops``).
 DIVISION = tuple(f"{t}.{k}" for t in BYTES for k in ("div_s", "div_u", "rem_s", "rem_u"))
 

@@ -58,30 +58,45 @@ ZERO = Linear()
 DIGITS = 15  # candidates per nibble: u = 1 .. 15
 
 
+SCALAR_STAGES = 3  # the top nibbles, whose remainder is below 2**12: one layer each
+LIMB = 1 << 16  # the other stages compare 16-bit limbs
+
+
 def divide(g: Graph, a: Operand, b: Operand, *, signed: bool, remainder: bool,
            name: str = "div") -> Result:
     """div_u / div_s (``remainder`` False) or rem_u / rem_s: the result bytes, pending."""
     n = a.n
     a_bits, a_plus = _magnitude_bits(g, a, signed, f"{name}.a")
     b_bits, b_plus = _magnitude_bits(g, b, signed, f"{name}.b")
-    if signed:  # |a| as normalised bytes
-        columns = [_byte(a_bits, k) + (a_plus if k == 0 else 0) for k in range(n)]
-        r = [U.materialize(g, f"{name}.abs{k}", x)
-             for k, x in enumerate(carry_add(g, columns, 0, f"{name}.abs"))]
-    else:
-        r = list(a.bytes)
-    multiples = _multiples(g, b_bits, b_plus, n, name)
-    rem = Remainder(r, None, range(0))
+    a_nib = _nibbles(g, a, a_bits, a_plus, f"{name}.a")
+    b_nib = _nibbles(g, b, b_bits, b_plus, f"{name}.b")
     digits: list[Linear] = []  # nibble digits, most significant first
-    last_units: U.Units = []  # the last digit, pending (div only)
-    for i in range(2 * n - 1, -1, -1):
+    top, indicators = None, None
+    for i in range(2 * n - 1, 2 * n - 1 - SCALAR_STAGES, -1):
+        top, indicators = _scalar_stage(g, a_nib, b_nib, i, top, indicators, f"{name}.n{i}")
+        digits.append(sum(indicators, start=ZERO))
+    multiples = _multiples(g, b_bits, b_plus, n, name)
+    # R = (T - d b_rel) 16**i + (|a| mod 16**i): its top limb is a choice, those below |a|'s
+    low, shift = divmod(i, 4)
+    limbs = [_limb(a_nib, j) for j in range(low)]
+    below = sum((a_nib[4 * low + q] * 16 ** q for q in range(shift)), start=ZERO)
+    rel = _relevant(b_nib, i)
+    choices = [(sel, limbs + [(top - t * rel) * 16 ** shift + below])
+               for t, sel in enumerate(_selectors(indicators))]
+    rem = Remainder(limbs + [top * 16 ** shift + below], choices, range(low, low + 1))
+    last_units: U.Units = []  # the last digit, pending (div_u only)
+    for i in range(2 * n - 1 - SCALAR_STAGES, -1, -1):
         if i == 0 and not remainder and not signed:
             last_units = _stage(g, rem, multiples, i, f"{name}.n{i}", digit_only=True)
         else:
             indicators, rem = _stage(g, rem, multiples, i, f"{name}.n{i}")
             digits.append(sum(indicators, start=ZERO))
     if remainder:
-        value: list[Pending] = [rem.chosen(k) for k in range(n)]
+        value: list[Pending] = []
+        for j in range(n // 2):  # the remainder's limbs, split into bytes
+            limb = _grouped(g, f"{name}.rem{j}", rem.chosen(j), 0, LIMB - 1)
+            high = _high_byte(g, f"{name}.hi{j}", limb)
+            value += [U.identity(limb) + U.identity(high, -256), high]
         negative: Linear | None = a.sign if signed else None
     else:
         if len(digits) < 2 * n:
@@ -94,6 +109,68 @@ def divide(g: Graph, a: Operand, b: Operand, *, signed: bool, remainder: bool,
     if negative is None:
         return tuple(value)
     return _negate_if(g, value, negative, f"{name}.neg")
+
+
+def _scalar_stage(g: Graph, a_nib: list[Linear], b_nib: list[Linear], i: int,
+                  top: Linear | None, before: list[Linear] | None, name: str):
+    """Nibble i of the quotient while the remainder's top part T = floor(R / 16**i) is below
+    16**SCALAR_STAGES: (T as a feature, the indicators [T >= u b_rel]), one layer.
+
+    Only b_rel, b's low 2n - i nibbles, can matter (a larger b overflows every candidate), so
+    the test is one step of T - u b_rel - P [b's higher nibbles are not all 0] (P = 16**(2n-i)
+    exceeds T). T itself is a choice among the previous stage's candidates,
+    16 (T' - t b_rel') + nibble i of |a|: every test is made on every choice, each under the
+    enable flag of its choice (``units.enabled``), and T is materialised beside them."""
+    size = len(a_nib) - i  # nibbles in T
+    rel = _relevant(b_nib, i)
+    higher = sum(b_nib[size:], start=ZERO)
+    if top is None:  # the first stage: T is |a|'s top nibble, the penalty direct (P = 16)
+        new_top = a_nib[i]
+        tests = [U.step(new_top - u * rel - 16 * higher, 0) for u in range(1, DIGITS + 1)]
+        return new_top, [as_linear(U.node(g, f"{name}.I{u}", x, 0, 1))
+                         for u, x in enumerate(tests, start=1)]
+    prev_rel = _relevant(b_nib, i + 1)
+    wide = U.node(g, f"{name}.z", U.constant(1) + U.equals_zero(higher, -1), 0, 1)
+    values = [16 * (top - t * prev_rel) + a_nib[i] for t in range(DIGITS + 1)]
+    sels = _selectors(before)
+    indicators = []
+    for u in range(1, DIGITS + 1):
+        units = [x for v, sel in zip(values, sels, strict=True)
+                 for x in U.enabled(U.step(v - u * rel - (16 ** size) * wide, 0), sel)]
+        indicators.append(as_linear(U.node(g, f"{name}.I{u}", units, 0, 1)))
+    new_top = U.materialize(g, f"{name}.T", [(1, sel, v) for v, sel in zip(values, sels, strict=True)],
+                            0, 16 ** size - 1)
+    return new_top, indicators
+
+
+def _selectors(indicators: list[Linear]) -> list[Linear]:
+    """sel_t = [the digit is t], t = 0..15, from the monotone indicators I_1..I_15."""
+    ons = [Linear((), 1), *indicators, ZERO]
+    return [ons[t] - ons[t + 1] for t in range(DIGITS + 1)]
+
+
+def _relevant(b_nib: list[Linear], i: int) -> Linear:
+    """b's low 2n - i nibbles: all of b that can matter at nibble i."""
+    return sum((x * 16 ** j for j, x in enumerate(b_nib[:len(b_nib) - i])), start=ZERO)
+
+
+def _limb(nib: list[Linear], j: int) -> Linear:
+    return sum((nib[4 * j + q] * 16 ** q for q in range(4)), start=ZERO)
+
+
+def _nibbles(g: Graph, x: Operand, bits: list[Linear], plus: Linear,
+             name: str) -> list[Linear]:
+    """The nibbles of |x| = sum_s bits[s] 2**s + plus (bits: x's or x XOR s; plus: 0 or s),
+    each 0..15: nibble j + c_j - 16 c_j+1, the carry c_j = [s and x's bits below nibble j
+    all 0] one unit on x's own bits (relu(s - their sum)), so beside the XOR layer."""
+    count = len(bits) // 4
+    carries: list[Linear] = [plus]
+    for j in range(1, count + 1):
+        below = sum(x.bits[:4 * j], start=ZERO)
+        carries.append(ZERO if plus.is_constant else
+                       as_linear(U.node(g, f"{name}.c{j}", [(1, plus - below, U.ONE)], 0, 1)))
+    return [sum((bits[4 * j + q] * (1 << q) for q in range(4)), start=ZERO) + carries[j]
+            - 16 * carries[j + 1] for j in range(count)]
 
 
 def traps(g: Graph, a: Operand, b: Operand, *, signed: bool, remainder: bool,
@@ -113,27 +190,60 @@ def traps(g: Graph, a: Operand, b: Operand, *, signed: bool, remainder: bool,
 
 @dataclass(frozen=True)
 class Remainder:
-    """The remainder between two stages, never materialised as a whole: ``bytes`` below
-    ``changed`` are features; at a byte k in ``changed`` it is sum_t relu(sel_t) vals_t[k]
+    """The remainder between two stages, never materialised as a whole: ``limbs`` outside
+    ``changed`` are features; at a limb j in ``changed`` it is sum_t relu(sel_t) vals_t[j]
     over the previous stage's candidates (``choices``: (sel_t, vals_t), exactly one sel_t 1)."""
 
-    bytes: list[Linear]
+    limbs: list[Linear]
     choices: list[tuple[Linear, list[Linear]]] | None
     changed: range
 
-    def chosen(self, k: int) -> Pending:
-        """Byte k: a feature, or the units selecting it (one per candidate)."""
-        if k not in self.changed:
-            return self.bytes[k]
-        return [(1, sel, vals[k]) for sel, vals in self.choices]
+    def chosen(self, j: int) -> list[Pending]:
+        """Limb j: a feature, or the units selecting it, one group per candidate."""
+        if j not in self.changed:
+            return [self.limbs[j]]
+        return [[(1, sel, vals[j])] for sel, vals in self.choices]
 
-    def sign_minus(self, k: int, c: Linear) -> U.Units:
-        """sign(byte k - c) + 1, in one layer even where byte k is a selection: each
-        candidate's sign + 1 under its own enable flag (``units.enabled``)."""
-        if k not in self.changed:
-            return _sign_plus_one(self.bytes[k] - c)
-        return [x for sel, vals in self.choices
-                for x in U.enabled(_sign_plus_one(vals[k] - c), sel)]
+    def sign_minus(self, j: int, c: Linear) -> list[U.Units]:
+        """sign(limb j - c) + 1, in one layer even where limb j is a selection: each
+        candidate's sign + 1 under its own enable flag (``units.enabled``), one group each."""
+        if j not in self.changed:
+            return [_sign_plus_one(self.limbs[j] - c)]
+        return [U.enabled(_sign_plus_one(vals[j] - c), sel) for sel, vals in self.choices]
+
+
+def _grouped(g: Graph, name: str, groups: list[Pending], lo: int, hi: int) -> Linear:
+    """The sum of ``groups`` (a Linear, or unit groups of which at most one is non-zero,
+    each then within lo..hi): as few nodes as keep every node's partial sums, bounded from
+    the ranges, below 2**23 (float32-exact), although only one group is ever on."""
+    if len(groups) == 1 and isinstance(groups[0], Linear):
+        return groups[0]
+    nodes, pending, load = [], [], 0
+    for units in groups:
+        size = sum(abs(w) * _magnitude(gate) * _magnitude(value) for w, gate, value in units)
+        if pending and load + size >= 1 << 23:
+            nodes.append(U.node(g, f"{name}.{len(nodes)}", pending, lo, hi))
+            pending, load = [], 0
+        pending, load = pending + units, load + size
+    nodes.append(U.node(g, f"{name}.{len(nodes)}" if nodes else name, pending, lo, hi))
+    return sum(nodes, start=ZERO)
+
+
+def _high_byte(g: Graph, name: str, limb: Linear) -> Linear:
+    """floor(limb / 256) for a limb 0..65535: sum_t [limb >= 256 t], in as many nodes as keep
+    each node's partial sums below 2**23."""
+    per_threshold = 2 * (_magnitude(limb) + LIMB)
+    chunk = max(1, (1 << 23) // per_threshold)
+    nodes = []
+    for start in range(1, 256, chunk):
+        ts = range(start, min(start + chunk, 256))
+        nodes.append(U.node(g, f"{name}.{start}", [x for t in ts for x in U.step(limb, 256 * t)],
+                            0, len(ts)))
+    return sum(nodes, start=ZERO)
+
+
+def _magnitude(x: Linear) -> int:
+    return abs(x.bias) + sum(abs(c) * max(-n.range.lo, n.range.hi) for n, c in x.terms)
 
 
 def _sign_plus_one(x: Linear) -> U.Units:
@@ -142,40 +252,47 @@ def _sign_plus_one(x: Linear) -> U.Units:
 
 def _stage(g: Graph, rem: Remainder, multiples: dict[tuple[int, int], list[Linear]], i: int,
            name: str, *, digit_only: bool = False):
-    """Nibble i: (the indicators I_1..I_15, the remainder after it). Two layers: the signs
-    (and the bytes of the remainder selected by the previous stage), then the indicators and
-    each candidate's difference bytes. ``digit_only``: just the digit, as pending units."""
-    n = len(rem.bytes)
-    m, e = divmod(i, 2)
-    cols = range(m, n)  # the bytes a candidate can change
-    signs, sigmas = {}, {}
+    """Nibble i: (the indicators I_1..I_15, the remainder after it), on 16-bit limbs. Two
+    layers: the signs (and the limbs of the remainder selected by the previous stage), then
+    the indicators and each candidate's difference limbs. ``digit_only``: just the digit, as
+    pending units."""
+    size = len(rem.limbs)
+    m, e = divmod(i, 2)  # C_u = multiples[u, e] shifted by m bytes
+
+    def limb(c: list[Linear], j: int) -> Linear:
+        at = [c[k - m] if m <= k <= m + 2 * size else ZERO for k in (2 * j, 2 * j + 1)]
+        return at[0] + 256 * at[1]
+
+    low = m // 2
+    cols = range(low, size)  # the limbs a candidate can change
+    signs, sigmas, climbs = {}, {}, {}
     for u in range(1, DIGITS + 1):
-        c = multiples[(u, e)]  # n + 1 bytes, placed at byte m
-        for k in cols:
-            signs[u, k] = U.node(g, f"{name}.d{u}_{k}",
-                                 rem.sign_minus(k, c[k - m]) + U.constant(-1), -1, 1)
-        overflow = sum(c[n - m:], start=ZERO)  # C_u's bytes above R's top
-        sigmas[u] = (sum((signs[u, k] * (1 << (k - m)) for k in cols), start=ZERO)
-                     - (1 << (n - m)) * overflow)
+        c = multiples[(u, e)]  # 2 size + 1 bytes
+        for j in cols:
+            climbs[u, j] = limb(c, j)
+            signs[u, j] = _grouped(g, f"{name}.d{u}_{j}", rem.sign_minus(j, climbs[u, j]),
+                                   0, 2) - 1
+        overflow = sum(c[2 * size - m:], start=ZERO)  # C_u's bytes above R's top
+        sigmas[u] = (sum((signs[u, j] * (1 << (j - low)) for j in cols), start=ZERO)
+                     - (1 << (size - low)) * overflow)
     if digit_only:
         return [x for u in range(1, DIGITS + 1) for x in U.step(sigmas[u], 0)]
-    r = [U.materialize(g, f"{name}.R{k}", rem.chosen(k)) for k in range(n)]
+    r = [_grouped(g, f"{name}.R{j}", rem.chosen(j), 0, LIMB - 1) for j in range(size)]
     indicators = [as_linear(U.node(g, f"{name}.I{u}", U.step(sigmas[u], 0), 0, 1))
                   for u in range(1, DIGITS + 1)]
-    choices = [(1 - indicators[0], r)]
-    ons = [*indicators, ZERO]
+    sels = _selectors(indicators)
+    choices = [(sels[0], r)]
     for u in range(1, DIGITS + 1):
-        c = multiples[(u, e)]
 
-        def borrow(k: int, weight: int, u: int = u) -> U.Units:
-            below = sum((signs[u, j] * (1 << (j - m)) for j in range(m, k)), start=ZERO)
-            return U.step(-below, 1, weight) if k > m else []
+        def borrow(j: int, weight: int, u: int = u) -> U.Units:
+            below = sum((signs[u, k] * (1 << (k - low)) for k in range(low, j)), start=ZERO)
+            return U.step(-below, 1, weight) if j > low else []
 
         diff = list(r)
-        for k in cols:
-            units = U.identity(r[k] - c[k - m]) + borrow(k, -1) + borrow(k + 1, 256)
-            diff[k] = as_linear(U.node(g, f"{name}.r{u}_{k}", units, 0, 255))
-        choices.append((ons[u - 1] - ons[u], diff))
+        for j in cols:
+            units = U.identity(r[j] - climbs[u, j]) + borrow(j, -1) + borrow(j + 1, LIMB)
+            diff[j] = as_linear(U.node(g, f"{name}.r{u}_{j}", units, 0, LIMB - 1))
+        choices.append((sels[u], diff))
     return indicators, Remainder(r, choices, cols)
 
 

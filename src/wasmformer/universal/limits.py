@@ -23,7 +23,7 @@ class Limits:
     max_len: int = 2048  # positions: prompt + trace
     pc_bytes: int = 2  # fused pcs and C(pc) below 256**pc_bytes
     max_depth: int = 8  # call depths 0 .. max_depth - 1
-    # ALU ops built: by default all but division (19-38 FFN layers deep: ask for it by name)
+    # ALU ops built: by default all but division (13-34 FFN layers deep: ask for it by name)
     ops: tuple[str, ...] = field(default_factory=lambda: tuple(sorted(set(ALU_OPS) - set(DIVISION))))
 
     def __post_init__(self) -> None:
