@@ -1,43 +1,47 @@
-"""Division and remainder on byte limbs: restoring long division in radix 16, exact, of a
-depth fixed by the width (never by the values): two FFN layers per quotient nibble.
+"""Division and remainder: restoring long division in radix 16, exact, of a depth fixed by
+the width (never by the values): one layer for each of the top 3 quotient nibbles, two for
+each of the others.
 
-The quotient is found one nibble at a time, most significant first. The stage for nibble i
-holds the remainder R (n bytes, R < b * 16**(i+1)) and compares it with the 15 candidates
-C_u = u * b * 16**i at once; the digit is the number of candidates R reaches, and R drops by
-the largest of them:
+The quotient is found one nibble at a time, most significant first. Before nibble i the
+remainder R is below b * 16**(i+1); the stage compares R with the 15 candidates
+C_u = u * b * 16**i at once: the digit is the number of candidates R reaches (I_u = [R >= C_u],
+monotone in u) and R drops by the largest, R' = sum_t relu(sel_t) V_t with V_0 = R,
+V_u = R - C_u and sel_t = I_t - I_t+1 (exactly one is 1). R' is never a layer of its own: the
+next stage tests every candidate V_t at once, each test under the enable flag sel_t
+(``units.enabled``), and materialises R' beside the tests for its own differences.
 
-  layer 1  d_uk = sign(R_k - C_uk) per byte (``arith``'s comparison columns)
-  layer 2  I_u = [R >= C_u] = [sum_k d_uk 2**k >= 0] (a candidate with a non-zero byte above
-           R's top fails: its overflow, times 2**n, is subtracted from that sum), and the
-           bytes of R - C_u: R_k - C_uk - borrow_k + 256 borrow_k+1 with
-           borrow_k = [sum_{j<k} d_uj 2**j < 0]
-  then     R'_k = sum_t relu(sel_t) V_tk: V_0 = R, V_u = R - C_u, sel_0 = 1 - I_1,
-           sel_u = I_u - I_u+1 (I_u is monotone in u, so exactly one sel_t is 1)
+Scalar stages (the top 3 nibbles, ``_scalar_stage``). Only b's low 2n - i nibbles can matter
+at nibble i (a larger b makes every candidate overflow), and R's top part T = R / 16**i has
+2n - i nibbles: below 2**12, so [T >= u b_low] is one step of one linear form,
+T - u b_low - 16**(2n-i) [b's higher nibbles are not all 0], with T = 16 (T' - t b_low') +
+nibble i of a a choice among the previous stage's candidates. One layer per nibble, every
+value below 2**21.
 
-R' is never a layer of its own: the next stage's layer 1 computes its signs from every
-candidate's bytes at once, sign(R'_k - C) = sum_t sel_t (sign(V_tk - C) + 1) - 1, each term
-a pair of units under the enable flag sel_t (``units.enabled``), and materialises R'_k (16
-units) beside them for its layer 2. (Selecting R' first would cost a third layer per stage:
-i32 26 / i64 50 layers for div_u instead of 19 / 35, with about a third of the units.)
-
-The digit is sum_u I_u, linear in layer 2's nodes, so a quotient byte (two digits) costs no
-layer, and the last digit is pending (its units join the caller's last layer). C_u is
-(u * 16**e * b) shifted by whole bytes (i = 2m + e): the 30 multiples u * b and 16 u * b are
-computed once, normalised, before the first stage (``_multiples``: the columns
+Limb stages (the other nibbles, ``_stage``), on 16-bit limbs so that a comparison has few
+columns but every value stays below 2**24:
+  layer 1  d_uj = sign(R_j - C_uj) per limb (``arith``'s comparison columns), from every
+           choice of R_j at once, and R_j itself
+  layer 2  I_u = [sum_j d_uj 2**j >= 0] (a candidate with a non-zero byte above R's top
+           fails: its overflow, times 2**size, is subtracted), and the limbs of R - C_u:
+           R_j - C_uj - borrow_j + 2**16 borrow_j+1, borrow_j = [sum_{k<j} d_uk 2**k < 0]
+C_u is (u * 16**e * b) shifted by whole bytes (i = 2m + e), its limbs two bytes of the 30
+multiples u * b and 16 u * b, computed once and normalised (``_multiples``: the columns
 sum_s b_s byte_r(c 2**s) <= 4080 from b's bits, their high parts by thresholds, then
-``arith.carry_add``: 3 layers). A stage at byte offset m compares only bytes m..n-1 (C_u's
-low bytes are 0) and leaves R's bytes below m alone, so the early stages are cheap.
+``arith.carry_add``: 3 layers, ready when the scalar stages end).
 
-Signed forms divide the magnitudes: |x| = (x XOR s) + s with s the sign bit; the XOR bits are
-one layer (relu(x_i + s - 1) is x_i AND s), |a| is then a ``carry_add`` and |b| enters the
-multiples' columns directly. The quotient's sign is s_a XOR s_b, the remainder's s_a; the
-result's bytes v_k, once features, are negated in one layer: byte k of ~v + 1 is
-255 - v_k + c_k - 256 c_k+1 with the carry c_k = [v_0 .. v_k-1 all 0], a single unit
-(``_negate_if``). So a signed op is 2 layers deeper than its unsigned form (the XOR bits
-first, then the negation), nothing more.
+A quotient byte is two digits, sums of indicators: no layer (the last digit is pending). The
+remainder's limbs are selected (one layer) and split into bytes (one more: the high byte by
+255 thresholds, in nodes small enough for float32; the low byte in the caller's layer).
+Sums whose bounds from the ranges would pass 2**23 (a choice's tests counted at their
+largest although only one choice is ever on) are spread over several nodes (``_grouped``).
 
-Every value stays below 2**24: the multiples' columns below 2**12, the stage's sums below
-2**20 (the overflow penalty, 2**n times at most 255 (m + 1)), the rest are bytes and signs.
+Signed forms divide the magnitudes: |x| = (x XOR s) + s with s the sign bit. The XOR bits are
+one layer (relu(x_i + s - 1) is x_i AND s), and so are the carries of the + s, per nibble:
+[s and x's bits below all 0], a unit on x's own bits; |b| enters the multiples' columns
+directly. The quotient's sign is s_a XOR s_b, the remainder's s_a; the result's bytes v_k,
+once features, are negated in one layer: byte k of ~v + 1 is 255 - v_k + c_k - 256 c_k+1
+with the carry c_k = [v_0 .. v_k-1 all 0], a single unit (``_negate_if``). So a signed op is
+2 layers deeper than its unsigned form.
 
 The trap conditions (``traps``) are single units on the operand bits: b == 0, and for div_s
 a == INT_MIN with b == -1. When they hold the result bytes are whatever the circuit gives.
