@@ -36,7 +36,7 @@ Every intermediate integer stays below 2**24 in magnitude (so float32 is exact),
 from the declared ranges: the largest single values are mul's column sums (< 2**14),
 the largest sums of |unit| in one node i64.mul's threshold layer (< 2**22). Summing the
 pending last layers of all 58 non-division ops into one node stays below 2**24 as well
-(~1.5e7); division's values stay below 2**20 (divide.py).
+(~1.5e7); division's nodes keep their partial sums below 2**23 (divide.py).
 
 Traps. ``AluOp.traps(g, *operands)`` returns ``{reason: flag}`` for the ops that can trap
 (the eight division ops): ``reason`` is a trap name of ``machine.vocab`` (``DIV_BY_ZERO``;
@@ -46,9 +46,10 @@ instruction traps for that reason. The result bytes are unspecified then; emitti
 ``TRAP`` token is the caller's job. Other ops return ``{}``.
 
 Division is the one family that is deep: each quotient digit needs the remainder the
-digits above it leave, so any exact circuit is a chain of stages. ``divide.py`` does two
-layers per radix-16 digit (8 / 16 stages) after 3 layers that build the divisor's 30
-multiples, + 2 for the signed forms. ``DIVISION`` lists the ops; the universal graph leaves
+digits above it leave, so any exact circuit is a chain of stages. ``divide.py`` does radix-16
+long division: one layer for each of the top 3 nibbles (scalar tests), two for each of the
+others (on 16-bit limbs; the divisor's multiples are ready by then); rem_* adds a selection
+and the split of its limbs into bytes, the signed forms an XOR layer and a negation. ``DIVISION`` lists the ops; the universal graph leaves
 them out unless ``Limits.ops`` names them (docs/UNIVERSAL.md weighs the alternatives,
 among them a trace protocol in which a division emits its digits over several tokens).
 """
