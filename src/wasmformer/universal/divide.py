@@ -61,7 +61,6 @@ from .units import Pending, Result
 ZERO = Linear()
 DIGITS = 15  # candidates per nibble: u = 1 .. 15
 
-
 SCALAR_STAGES = 3  # the top nibbles, whose remainder is below 2**12: one layer each
 LIMB = 1 << 16  # the other stages compare 16-bit limbs
 
@@ -348,10 +347,6 @@ def _magnitude_bits(g: Graph, x: Operand, signed: bool, name: str) -> tuple[list
 def _xor(g: Graph, p: Linear, q: Linear, name: str) -> Linear:
     """p XOR q for 0/1 features, as a node (one unit beside the linear part)."""
     return U.materialize(g, name, U.identity(p + q) + [(-2, p + q - 1, U.ONE)], 0, 1)
-
-
-def _byte(bits: list[Linear], k: int) -> Linear:
-    return sum((bits[8 * k + i] * (1 << i) for i in range(8)), start=ZERO)
 
 
 def _negate_if(g: Graph, value: list[Pending], flag: Linear, name: str) -> Result:
