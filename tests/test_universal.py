@@ -182,16 +182,31 @@ def op_stream(op: str, cases: int, seed: int) -> Stream:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("op", sorted(ALU_OPS))
+@pytest.mark.parametrize("op", Limits().ops)  # division: no traps yet
 def test_every_alu_op_model(op: str) -> None:
     assert check_model(full_model(), op_stream(op, cases=24, seed=len(op))) > 0
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("op", sorted(ALU_OPS))
+@pytest.mark.parametrize("op", Limits().ops)  # division: no traps yet
 def test_every_alu_op_evaluator(op: str) -> None:
     g = build_universal_graph(Limits(max_len=MAX_LEN, ops=(op,)))[0]
     assert check_evaluator(g, op_stream(op, cases=4, seed=len(op) + 1)) > 0
+
+
+@pytest.mark.slow
+def test_division_in_a_graph_that_names_it() -> None:
+    """Division is off by default (13-34 layers deep) but runs when ``Limits.ops`` names it:
+    unsigned and signed, from locals, on divisors that do not trap (no traps yet)."""
+    wat = """(module (func (export "d") (param $a i32) (param $b i32) (result i32)
+      (i32.add (i32.div_u (local.get $a) (local.get $b))
+               (i32.rem_s (local.get $a) (local.get $b)))))"""
+    s = make_stream("div", wat, [("d", [100, 7]), ("d", [-100, 7]), ("d", [0xFFFFFFFF, 3])])
+    assert supported(s.fused)  # the default graph leaves division out
+    limits = Limits(max_len=MAX_LEN, ops=("i32.add", "i32.div_u", "i32.rem_s"))
+    assert not supported(s.fused, limits)
+    g = build_universal_graph(limits)[0]
+    assert check_evaluator(g, s) > 0
 
 
 # --- random straight-line programs ---

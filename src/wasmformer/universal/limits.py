@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from wasmformer.graph import GraphError
 from wasmformer.machine.fuse import FusedProgram
 
-from .alu import ALU_OPS
+from .alu import ALU_OPS, DIVISION
 
 SLOT_LIMIT = 256  # stack heights, local indices and call depths are read from their low byte
 
@@ -23,7 +23,8 @@ class Limits:
     max_len: int = 2048  # positions: prompt + trace
     pc_bytes: int = 2  # fused pcs and C(pc) below 256**pc_bytes
     max_depth: int = 8  # call depths 0 .. max_depth - 1
-    ops: tuple[str, ...] = field(default_factory=lambda: tuple(sorted(ALU_OPS)))  # ALU ops built
+    # ALU ops built: by default all but division (13-34 FFN layers deep: ask for it by name)
+    ops: tuple[str, ...] = field(default_factory=lambda: tuple(sorted(set(ALU_OPS) - set(DIVISION))))
 
     def __post_init__(self) -> None:
         unknown = [op for op in self.ops if op not in ALU_OPS]
