@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from wasmformer.graph import GraphError
 from wasmformer.machine.fuse import FusedProgram
 
+from wasmformer.machine.semantics import LOADS, STORES
+
 from .alu import ALU_OPS
 
 SLOT_LIMIT = 256  # stack heights, local indices and call depths are read from their low byte
@@ -24,6 +26,7 @@ class Limits:
     pc_bytes: int = 2  # fused pcs and C(pc) below 256**pc_bytes
     max_depth: int = 8  # call depths 0 .. max_depth - 1
     ops: tuple[str, ...] = field(default_factory=lambda: tuple(sorted(ALU_OPS)))  # ALU ops built
+    mem_bits: int = 17  # linear memory (and every static offset) below 2**mem_bits bytes
 
     def __post_init__(self) -> None:
         unknown = [op for op in self.ops if op not in ALU_OPS]
@@ -33,6 +36,8 @@ class Limits:
             raise GraphError("pc_bytes must be 1, 2 or 3")
         if not 1 <= self.max_depth <= SLOT_LIMIT:
             raise GraphError(f"max_depth must be within 1..{SLOT_LIMIT}")
+        if not 16 <= self.mem_bits <= 32:
+            raise GraphError("mem_bits must be within 16..32")
 
     def check(self, fused: FusedProgram, length: int) -> None:
         """Raise unless ``fused`` run over ``length`` positions is within these limits."""
@@ -51,3 +56,24 @@ class Limits:
             if len(f.locals) > SLOT_LIMIT:
                 raise GraphError(f"function {f.index} has {len(f.locals)} locals: over "
                                  f"{SLOT_LIMIT}")
+        self._check_memory(fused)
+
+    def _check_memory(self, fused: FusedProgram) -> None:
+        """Memory, offsets and global indices within what the keys are built for."""
+        module = fused.program.module
+        top = 2 ** self.mem_bits
+        for mem in module.mem_types:
+            pages = mem.limits.min  # the size, unless memory.grow runs
+            if any(fi.op == "memory.grow" for fi in fused.code):
+                pages = max(pages, mem.limits.max or 65536)
+            if pages * 65536 > top:
+                raise GraphError(f"memory of {pages} pages: over the graph's 2**{self.mem_bits} "
+                                 f"bytes (Limits.mem_bits; the memory keys' range, which "
+                                 f"float64 exactness bounds)")
+        for pc, fi in enumerate(fused.code):
+            if fi.op in LOADS or fi.op in STORES:
+                if fi.args[0] >= top:
+                    raise GraphError(f"pc {pc}: memory offset {fi.args[0]} over the graph's "
+                                     f"2**{self.mem_bits} (Limits.mem_bits)")
+        if len(module.global_types) > SLOT_LIMIT:
+            raise GraphError(f"{len(module.global_types)} globals: over {SLOT_LIMIT}")
