@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 from wasmformer.graph import GraphError
 from wasmformer.machine.fuse import FusedProgram
-
 from wasmformer.machine.semantics import LOADS, STORES
 
 from .alu import ALU_OPS

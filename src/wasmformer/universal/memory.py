@@ -34,11 +34,11 @@ The graph does not emit a trap; the node is for the trap mechanism (info["traps"
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from wasmformer.graph import Graph, Linear, LinearLike, Node, as_linear
+from wasmformer.graph.functions import equals
 
 from . import units as U
 from .limits import SLOT_LIMIT, Limits
@@ -70,7 +70,7 @@ class Sources:
     const: Sequence[Linear]
     stack: Sequence[Linear]
     local: Sequence[Linear]
-    local_miss: Linear  # 0 when the local read hit in this frame (state.local_miss)
+    local_hit: Node  # 1 when the local read hit a write of this frame (else it reads 0)
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,8 @@ def memory(g: Graph, window: Window, anchor: Anchor, nxt: Record, cur: Record,
     is_load, is_store = nxt.flag("op", "is_load"), nxt.flag("op", "is_store")
 
     # the next instruction's address: a load's slot B, a store's slot A
-    load_src, store_src = _next_sources(nxt, reads, "B"), _next_sources(nxt, reads, "A")
+    load_src = _next_sources(g, nxt, reads, "B")
+    store_src = _next_sources(g, nxt, reads, "A")
     x_next = nxt.number("X", _bytes_for(bits))
     address = U.node(g, "mem.address", _gated(load_src, is_load, _low(bits))
                      + _gated(store_src, is_store, _low(bits))
@@ -163,15 +164,19 @@ def _triangle(z: Linear, value: LinearLike) -> U.Units:
 
 def _gated(src: Sources, enable: LinearLike, of) -> U.Units:
     """``of(bits)`` of the slot's value when ``enable`` is 1 (else 0): the constant, the
-    stack slot, or the local when written in this frame (an unwritten local is 0)."""
+    stack slot, or the local when written in this frame (an unwritten local is 0).
+
+    (The local's hit is a node of its own: folding the frame check's triangle into these
+    units, as ``state.assemble`` does for bytes, would multiply its wide gate by a
+    17-bit value, past float64's exact range in the numerics guard's bound.)"""
     enable = as_linear(enable)
-    z = src.local_miss
-    off = math.ceil(max(-z.range.lo, z.range.hi)) + 2
-    gate_off = off * (src.is_local + enable - 2)
-    v = of(src.local)
     return [(1, src.is_const + enable - 1, of(src.const)),
             (1, src.is_stack + enable - 1, of(src.stack)),
-            (1, z + 1 + gate_off, v), (-2, z + gate_off, v), (1, z - 1 + gate_off, v)]
+            (1, src.is_local + src.local_hit + enable - 2, of(src.local))]
+
+
+def _hit(g: Graph, name: str, local: Read, frame: Linear) -> Node:
+    return equals(g, local_miss(local, frame), 0, name=f"{name}.local_hit")
 
 
 def _value_bits(read_window: dict[tuple[int, str], Linear]) -> list[Linear]:
@@ -179,12 +184,12 @@ def _value_bits(read_window: dict[tuple[int, str], Linear]) -> list[Linear]:
     return [read_window[3 - i // 8, f"bit{i % 8}"] for i in range(ADDRESS_BITS)]
 
 
-def _next_sources(nxt: Record, reads: Reads, slot: str) -> Sources:
+def _next_sources(g: Graph, nxt: Record, reads: Reads, slot: str) -> Sources:
     local = reads.local[slot]
     return Sources(nxt.flag(slot, "SRC_CONST"), nxt.flag(slot, "SRC_STACK"),
                    nxt.flag(slot, "SRC_LOCAL"), nxt.bits(f"value{slot}")[:ADDRESS_BITS],
                    _value_bits(reads.stack[slot].window), _value_bits(local.window),
-                   local_miss(local, reads.frame))
+                   _hit(g, f"mem.next_{slot}", local, reads.frame))
 
 
 def _cur_sources(g: Graph, window: Window, anchor: Anchor, cur: Record,
@@ -204,7 +209,7 @@ def _cur_sources(g: Graph, window: Window, anchor: Anchor, cur: Record,
     return Sources(cur.flag("A", "SRC_CONST"), cur.flag("A", "SRC_STACK"),
                    cur.flag("A", "SRC_LOCAL"), cur.bits("valueA")[:ADDRESS_BITS],
                    [as_linear(x) for x in stack.results], local_values[:-1],
-                   local_miss(read, anchor.frame))
+                   _hit(g, "mem.cur_A", read, anchor.frame))
 
 
 def _run(g: Graph, window: Window) -> tuple[Linear, Node]:
