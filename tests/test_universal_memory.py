@@ -27,7 +27,7 @@ from wasmformer.compiler import compile_graph  # noqa: E402
 from wasmformer.graph import Evaluator, GraphError  # noqa: E402
 from wasmformer.machine import Instance, TokenMachine, prompt_tokens, vocab  # noqa: E402
 from wasmformer.machine.semantics import LOADS, STORES  # noqa: E402
-from wasmformer.model import build_model  # noqa: E402
+from wasmformer.model import NumericsError, build_model  # noqa: E402
 from wasmformer.toolchain import program_bytes  # noqa: E402
 from wasmformer.universal.interpreter import build_universal_graph, supported  # noqa: E402
 from wasmformer.universal.limits import Limits  # noqa: E402
@@ -141,3 +141,10 @@ def test_limits_refuse_what_the_keys_do_not_cover() -> None:
         Limits(max_len=MAX_LEN, mem_bits=16).check(far.fused, 10)
     with pytest.raises(GraphError, match="mem_bits"):
         Limits(mem_bits=40)
+
+
+def test_float64_refuses_memory_beyond_the_proven_range() -> None:
+    """mem_bits 20 at max_len 2048: the memory read's scores reach 2**55 (docs/UNIVERSAL.md)."""
+    g = build_universal_graph(Limits(max_len=MAX_LEN, ops=("i32.add",), mem_bits=20))[0]
+    with pytest.raises(NumericsError, match="mem_read"):
+        build_model(compile_graph(g), torch.float64)
