@@ -51,7 +51,7 @@ def access_stream(op: str, cases: int, seed: int) -> Stream:
     if op in LOADS:
         body = f"""(i64.store (local.get $a) (local.get $v))
           (i64.store offset=8 (local.get $a) (i64.xor (local.get $v) (i64.const -1)))
-          ({op} offset=3 (i32.add (local.get $a) (local.get $k)))"""
+          ({op} offset=3 (i32.add (local.get $a) (local.get $k)))"""  # past a + 15: unwritten
         result = t
     else:
         value = "(local.get $v)" if t == "i64" else "(i32.wrap_i64 (local.get $v))"

@@ -151,9 +151,16 @@ PROGRAMS: dict[str, tuple[str, list[tuple[str, list[int]]]]] = {
             (i32.add (i32.load16_s offset=1 (i32.const 34))
               (i32.add (i32.load offset=2 (i32.const 31))
                        (i32.load16_u (i32.const 60)))))))
-      (func (export "size") (result i32) (i32.add (memory.size) (i32.load8_u (i32.const 9)))))""",
-               [("widths", [100, 0x1122_3344_5566_7788]), ("narrow", [33]), ("narrow", [200]),
-                ("widths", [101, -2]), ("size", [])]),
+      (data (i32.const 70) "\\7f\\80")
+      (func $unwritten (local $p i32)  ;; stores at its own local 0: unwritten, so 0 + 50
+        (i32.store8 offset=50 (local.get $p) (i32.const 9)))
+      (func (export "size") (param $x i32) (result i32)
+        (i32.store offset=40 (i32.const 8) (i32.const 0x01020304))
+        (call $unwritten)
+        (i32.add (i32.add (memory.size) (i32.load8_u (local.get $x)))
+          (i32.add (i32.load (i32.const 68))
+            (i32.add (i32.load8_u (i32.const 50)) (i32.load16_u (i32.const 49)))))))""",
+               [("widths", [101, 0x8122_3344_F566_7788]), ("narrow", [33]), ("size", [7])]),
     # globals (i32 and i64, from the prompt and as set), a stack pointer kept in memory
     "globals": ("""(module (memory 1)
       (global $sp (mut i32) (i32.const 1024))
