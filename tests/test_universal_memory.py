@@ -69,8 +69,9 @@ def access_stream(op: str, cases: int, seed: int) -> Stream:
 
 
 ACCESSES = sorted(LOADS) + sorted(STORES)
-# the default run: narrow, wide, signed and unsigned (a forward costs ~10 s on a busy CPU)
-SOME = ("i32.load8_s", "i64.load16_u", "i64.load32_s", "i32.store16", "i64.store32")
+# the default run: a signed i64 load and a narrow i64 store (a forward costs seconds; the
+# program "memory" of test_universal covers most other widths in the default run)
+SOME = ("i64.load32_s", "i64.store16")
 
 
 @pytest.mark.parametrize("op", SOME)
@@ -143,6 +144,7 @@ def test_limits_refuse_what_the_keys_do_not_cover() -> None:
         Limits(mem_bits=40)
 
 
+@pytest.mark.slow
 def test_float64_refuses_memory_beyond_the_proven_range() -> None:
     """mem_bits 20 at max_len 2048: the memory read's scores reach 2**55 (docs/UNIVERSAL.md)."""
     g = build_universal_graph(Limits(max_len=MAX_LEN, ops=("i32.add",), mem_bits=20))[0]
