@@ -88,11 +88,13 @@ def test_programs_are_in_the_subset(name: str) -> None:
 
 
 def test_supported_names_what_is_missing() -> None:
-    s = make_stream("mem", """(module (memory 1)
+    s = make_stream("grow", """(module (memory 1)
       (func (export "f") (param i32) (result i32)
-        (i32.store (local.get 0) (i32.const 7)) (i32.load (local.get 0))))""", [("f", [8])])
+        (i32.store (local.get 0) (i32.const 7))
+        (i32.add (memory.grow (i32.const 1)) (i32.load (local.get 0)))))""", [("f", [8])])
     missing = supported(s.fused)
-    assert any("i32.store" in m for m in missing) and any("i32.load" in m for m in missing)
+    assert any("memory.grow" in m for m in missing)
+    assert not any("store" in m or "load" in m for m in missing)
 
 
 # --- the exact evaluator ---
@@ -134,7 +136,7 @@ def test_numerics() -> None:
 def test_model_card() -> None:
     card = full_compiled().card
     print(f"\nuniversal graph, full ALU, max_len {MAX_LEN}:\n{card}")
-    assert card.layers <= 10 and card.heads <= 32  # a guard against growth, not a goal
+    assert card.layers <= 10 and card.heads <= 40  # a guard against growth, not a goal
     assert card.vocab_size == vocab.SIZE
 
 

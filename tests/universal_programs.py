@@ -131,6 +131,60 @@ PROGRAMS: dict[str, tuple[str, list[tuple[str, list[int]]]]] = {
                  (i64.extend_i32_u (select (i32.const 9) (local.get $m)
                                            (i32.eqz (local.get $b)))))))""",
                [("pick", [3, -8, 0x1_0000_0007]), ("pick", [0, 0, -2])]),
+    # every load and store width, sign and zero extension, unaligned and overlapping
+    # writes, the prompt's initial data, never-written bytes, memory.size
+    "memory": ("""(module (memory 1)
+      (data (i32.const 32) "\\01\\82\\03\\f4\\05\\06\\87\\f8\\09")
+      (func (export "widths") (param $a i32) (param $v i64) (result i64)
+        (i64.store offset=3 (local.get $a) (local.get $v))
+        (i32.store16 offset=5 (local.get $a) (i32.const 0x8181))
+        (i64.store8 (i32.add (local.get $a) (i32.const 4)) (i64.const -1))
+        (i64.add (i64.load offset=3 (local.get $a))
+          (i64.add (i64.load8_s offset=5 (local.get $a))
+            (i64.add (i64.load16_u offset=6 (local.get $a))
+              (i64.add (i64.load32_s offset=7 (local.get $a))
+                       (i64.load32_u (i32.add (local.get $a) (i32.const 1))))))))
+      (func (export "narrow") (param $a i32) (result i32)
+        (i32.store8 (local.get $a) (i32.const 0x1ff))
+        (i32.add (i32.load8_s (local.get $a))
+          (i32.add (i32.load8_u (local.get $a))
+            (i32.add (i32.load16_s offset=1 (i32.const 34))
+              (i32.add (i32.load offset=2 (i32.const 31))
+                       (i32.load16_u (i32.const 60)))))))
+      (data (i32.const 70) "\\7f\\80")
+      (func $unwritten (local $p i32)  ;; stores at its own local 0: unwritten, so 0 + 50
+        (i32.store8 offset=50 (local.get $p) (i32.const 9)))
+      (func (export "size") (param $x i32) (result i32)
+        (i32.store offset=40 (i32.const 8) (i32.const 0x01020304))
+        (call $unwritten)
+        (i32.add (i32.add (memory.size) (i32.load8_u (local.get $x)))
+          (i32.add (i32.load (i32.const 68))
+            (i32.add (i32.load8_u (i32.const 50)) (i32.load16_u (i32.const 49)))))))""",
+               [("widths", [101, 0x8122_3344_F566_7788]), ("narrow", [33]), ("size", [7])]),
+    # globals (i32 and i64, from the prompt and as set), a stack pointer kept in memory
+    "globals": ("""(module (memory 1)
+      (global $sp (mut i32) (i32.const 1024))
+      (global $big (mut i64) (i64.const -81985529216486896))
+      (global $k i32 (i32.const 7))
+      (func $push (param $v i32)
+        (global.set $sp (i32.sub (global.get $sp) (i32.const 4)))
+        (i32.store (global.get $sp) (local.get $v)))
+      (func $pop (result i32) (local $v i32)
+        (local.set $v (i32.load (global.get $sp)))
+        (global.set $sp (i32.add (global.get $sp) (i32.const 4)))
+        (local.get $v))
+      (func (export "run") (param $n i32) (result i64) (local $i i32) (local $s i32)
+        (loop $fill
+          (call $push (i32.mul (local.get $i) (global.get $k)))
+          (local.tee $i (i32.add (local.get $i) (i32.const 1)))
+          (local.get $n) i32.lt_u br_if $fill)
+        (loop $drain
+          (local.set $s (i32.add (local.get $s) (call $pop)))
+          (local.tee $i (i32.sub (local.get $i) (i32.const 1)))
+          br_if $drain)
+        (global.set $big (i64.add (global.get $big) (i64.extend_i32_u (local.get $s))))
+        (i64.add (global.get $big) (i64.extend_i32_u (global.get $sp)))))""",
+                [("run", [2]), ("run", [1])]),
 }
 
 

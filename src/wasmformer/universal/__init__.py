@@ -10,6 +10,9 @@ lists what a program uses that it does not execute yet):
   locate.py       anchors, the C(pc) rule and the floor lookup: which instruction is next
   record.py       a CODE record's fields, fetched by position
   state.py        stack slots and locals: write keys, operand reads and assembly
+  memory.py       linear memory: loads, stores, memory.size, the out-of-bounds node
+  globals.py      global.get / global.set
+  memops.py       the memory and global ops' properties, as op-token features
   emit.py         the next token: every case in one FFN node
   limits.py       the ranges a graph is built (and exact) for
 

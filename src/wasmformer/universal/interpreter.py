@@ -17,6 +17,10 @@ sublayer (attention heads then FFN nodes; the compiler schedules them):
   6 ffn   the operands' bytes and bits (constant, stack, local or 0)
   7.. ffn the ALU circuits, and the next token (one node, all cases merged)
 
+Memory and globals (memory.py, globals.py) add their keys, reads and next-token units;
+the info dict's ``"traps"`` maps a trap reason to a 0/1 node that is 1 where the next token
+would be that trap (``{"MEMORY_OOB": node}``; the graph does not emit traps itself).
+
 ``supported(fused)`` lists what a program uses that this graph does not execute yet.
 """
 
@@ -31,14 +35,19 @@ from wasmformer.machine.fuse import FusedProgram
 from .calls import call_info
 from .emit import Decoded, next_token
 from .features import CONTROL_OPS, op_id, token_features
+from .globals import globals_
 from .limits import Limits
 from .locate import anchor_window_needs, fetch_record, find_anchor, header_offsets
+from .memops import MEMORY_OPS
+from .memory import CUR_FIELDS as MEMORY_CUR_FIELDS
+from .memory import memory, memory_window_needs
 from .record import SIZE, window_needs
 from .state import assemble, assemble_stack, read_state, write_keys
 from .window import Window
 
 NEXT_FIELDS = tuple(SIZE)  # every field of the next token's record
-CUR_FIELDS = ("op", "C", "W", "A", "B", "dst", "local", "height")  # what a write key needs
+CUR_FIELDS = ("op", "C", "W", "A", "B", "dst", "local", "height",  # what a write key needs
+              *MEMORY_CUR_FIELDS)
 MAX_SPAN = 8  # offsets within a span the graph distinguishes (values of up to 8 bytes)
 
 
@@ -48,7 +57,8 @@ def build_universal_graph(limits: Limits | None = None) -> tuple[Graph, dict]:
     g = Graph(vocab.SIZE, limits.max_len)
     tokens = token_features(g)
     needs: dict[int, set[str]] = {}
-    for part in (anchor_window_needs(), window_needs(NEXT_FIELDS), window_needs(CUR_FIELDS)):
+    for part in (anchor_window_needs(), window_needs(NEXT_FIELDS), window_needs(CUR_FIELDS),
+                 memory_window_needs()):
         for d, names in part.items():
             needs.setdefault(d, set()).update(names)
     window = Window(g, tokens, needs)
@@ -80,18 +90,24 @@ def build_universal_graph(limits: Limits | None = None) -> tuple[Graph, dict]:
                  extra_stack=ops["return"])
     calls = call_info(g, window, nxt, keys, anchor, as_linear(wide_by_w), limits)
     decoded = Decoded(ops, sel, at_w, depth_zero, anchor.depth, in_payload)
-    out = next_token(g, window, nxt, decoded, (deep, a, b), calls, limits.ops)
+    body = 1 - in_payload
+    mem = memory(g, window, anchor, nxt, cur, reads, keys, x_cur, this_in_header, sel, body, b,
+                 limits)
+    glob = globals_(g, window, anchor, nxt, cur, x_cur, this_in_header, sel, body, b, limits)
+    out = next_token(g, window, nxt, decoded, (deep, a, b), calls, limits.ops,
+                     extra=mem.units + glob.units)
     emit_token_id(g, out)
-    info = {"limits": limits, "ops": (*limits.ops, *CONTROL_OPS), "x_next": x_next,
-            "x_cur": x_cur, "next_token": out, "keys": keys, "anchor": anchor,
-            "operands": (a, b)}
+    info = {"limits": limits, "ops": (*limits.ops, *CONTROL_OPS, *MEMORY_OPS),
+            "x_next": x_next, "x_cur": x_cur, "next_token": out, "keys": keys,
+            "anchor": anchor, "operands": (a, b), "traps": {"MEMORY_OOB": mem.oob},
+            "memory": mem, "globals": glob}
     return g, info
 
 
 def supported(fused: FusedProgram, limits: Limits | None = None) -> list[str]:
     """What the graph cannot execute in ``fused`` (empty: the whole program is covered)."""
     limits = limits or Limits()
-    known = set(limits.ops) | set(CONTROL_OPS)
+    known = set(limits.ops) | set(CONTROL_OPS) | set(MEMORY_OPS)
     imported = fused.program.module.num_imported_funcs
     problems = []
     for pc, fi in enumerate(fused.code):
