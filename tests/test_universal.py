@@ -29,7 +29,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from alu_harness import edge_values, random_value  # noqa: E402
 from universal_programs import (  # noqa: E402
+    OUTCOMES,
     PROGRAMS,
+    TRAP_PROGRAMS,
     Stream,
     check_evaluator,
     check_model,
@@ -147,6 +149,39 @@ def test_limits_are_checked() -> None:
         {body} local.get 0))""", [("f", [1])])
     with pytest.raises(GraphError, match="pcs"):  # 300 records: over 1-byte pcs
         Limits(pc_bytes=1).check(big.fused, 10)
+
+
+# --- traps ---
+
+
+@functools.cache
+def graph_for(*names: str):
+    """A graph with only the ALU ops ``names`` use (the exact evaluator is slow)."""
+    return build_universal_graph(Limits(max_len=MAX_LEN, ops=ops_of(*names)))[0]
+
+
+@pytest.mark.parametrize("name", sorted(TRAP_PROGRAMS))
+def test_trap_programs_are_in_the_subset(name: str) -> None:
+    s = stream(name)
+    assert supported(s.fused) == []
+    assert [t.outcome for t in s.traces] == OUTCOMES[name]
+    Limits(max_len=MAX_LEN).check(s.fused, len(s.tokens))
+
+
+@pytest.mark.parametrize("name", sorted(TRAP_PROGRAMS))
+def test_evaluator_traps_and_runs_again(name: str) -> None:
+    assert check_evaluator(graph_for(name), stream(name)) > 0
+
+
+@pytest.mark.parametrize("name", sorted(TRAP_PROGRAMS))
+def test_model_float64_traps_and_runs_again(name: str) -> None:
+    assert check_model(full_model(), stream(name)) > 0
+
+
+def test_model_kv_cache_decoding_after_a_trap() -> None:
+    s = stream("unreachable")
+    want = [t.tokens[len(t.step_tokens(0)):] for t in s.traces]
+    assert generate_with_cache(full_model(), s) == want
 
 
 # --- every ALU op ---

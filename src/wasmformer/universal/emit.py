@@ -56,8 +56,9 @@ class Decoded:
 
 def next_token(g: Graph, window: Window, nxt: Record, d: Decoded,
                operands: tuple[Operand, Operand, Operand], calls: CallInfo,
-               alu_ops: tuple[str, ...]) -> Node:
-    """``operands``: the one below slots A and B (select's first), slot A, slot B."""
+               alu_ops: tuple[str, ...], extra: U.Units = ()) -> Node:
+    """``operands``: the one below slots A and B (select's first), slot A, slot B;
+    ``extra``: more cases' units, each under its own enable (traps.py, ...)."""
     op, sel = d.op, d.sel
     deep, a, b = operands
     body = 1 - d.in_payload  # the next token is in an instruction's static span
@@ -95,4 +96,5 @@ def next_token(g: Graph, window: Window, nxt: Record, d: Decoded,
                        op["br_unless"] + sel[0] + body - 2)
     for name, token in (("br", JUMP), ("jump", JUMP), ("call", CALL)):
         units += U.enabled(U.constant(token), op[name] + sel[0] + body - 2)
+    units += list(extra)
     return g.ffn("next_token", units, range=Range(0, vocab.SIZE - 1, integer=True))

@@ -28,6 +28,7 @@ from wasmformer.graph.output import emit_token_id
 from wasmformer.machine import vocab
 from wasmformer.machine.fuse import FusedProgram
 
+from . import traps
 from .calls import call_info
 from .emit import Decoded, next_token
 from .features import CONTROL_OPS, op_id, token_features
@@ -48,14 +49,17 @@ def build_universal_graph(limits: Limits | None = None) -> tuple[Graph, dict]:
     g = Graph(vocab.SIZE, limits.max_len)
     tokens = token_features(g)
     needs: dict[int, set[str]] = {}
-    for part in (anchor_window_needs(), window_needs(NEXT_FIELDS), window_needs(CUR_FIELDS)):
+    for part in (anchor_window_needs(), window_needs(NEXT_FIELDS), window_needs(CUR_FIELDS),
+                 traps.window_needs()):
         for d, names in part.items():
             needs.setdefault(d, set()).update(names)
     window = Window(g, tokens, needs)
     anchor = find_anchor(g, window, limits)
     payload_offset, in_payload, this_in_header = header_offsets(window)
+    trap_offset, in_trap, this_in_trap = traps.offsets(window)
+    in_payload, this_in_header = in_payload + in_trap, this_in_header + this_in_trap
     p = g.position()
-    x_next = anchor.target_c + p - anchor.end - payload_offset
+    x_next = anchor.target_c + p - anchor.end - payload_offset - trap_offset
     x_cur = anchor.target_c + p - anchor.end - 1
     nxt = fetch_record(g, window, "next", x_next, NEXT_FIELDS, limits)
     cur = fetch_record(g, window, "cur", x_cur, CUR_FIELDS, limits)
@@ -64,7 +68,7 @@ def build_universal_graph(limits: Limits | None = None) -> tuple[Graph, dict]:
     # decode the next token's instruction (one FFN sublayer)
     op_code = nxt.flag("op", "op_id")
     ops = {name: equals(g, op_code, op_id(name), name=f"op={name}")
-           for name in (*limits.ops, *CONTROL_OPS)}
+           for name in (*limits.ops, *CONTROL_OPS, *traps.OPS)}
     k = x_next - nxt.number("C", limits.pc_bytes)
     width = nxt.number("W")
     sel = [equals(g, k, j, name=f"k={j}") for j in range(MAX_SPAN + 1)]
@@ -79,19 +83,26 @@ def build_universal_graph(limits: Limits | None = None) -> tuple[Graph, dict]:
     b = assemble(g, "B", nxt, "B", reads, nxt.flag("op", "wide_b") + wide_by_w,
                  extra_stack=ops["return"])
     calls = call_info(g, window, nxt, keys, anchor, as_linear(wide_by_w), limits)
-    decoded = Decoded(ops, sel, at_w, depth_zero, anchor.depth, in_payload)
-    out = next_token(g, window, nxt, decoded, (deep, a, b), calls, limits.ops)
+    trapping = traps.TrapSources()
+    trapping.add("UNREACHABLE", traps.unreachable(ops))
+    trapping.add("STACK_EXHAUSTED", traps.stack_exhausted(
+        g, ops["call"], anchor.depth, traps.imported(g, calls.callee_entry), limits.max_depth))
+    trapping.add_all(traps.alu_traps(g, ops, limits.ops, (a, b)))
+    # a trapping instruction's own tokens give way to the trap's (traps.py)
+    decoded = Decoded(ops, sel, at_w, depth_zero, anchor.depth, in_payload + trapping.total())
+    out = next_token(g, window, nxt, decoded, (deep, a, b), calls, limits.ops,
+                     trapping.units(window, sel[0], in_payload))
     emit_token_id(g, out)
-    info = {"limits": limits, "ops": (*limits.ops, *CONTROL_OPS), "x_next": x_next,
+    info = {"limits": limits, "ops": (*limits.ops, *CONTROL_OPS, *traps.OPS), "x_next": x_next,
             "x_cur": x_cur, "next_token": out, "keys": keys, "anchor": anchor,
-            "operands": (a, b)}
+            "operands": (a, b), "trap_sources": trapping}
     return g, info
 
 
 def supported(fused: FusedProgram, limits: Limits | None = None) -> list[str]:
     """What the graph cannot execute in ``fused`` (empty: the whole program is covered)."""
     limits = limits or Limits()
-    known = set(limits.ops) | set(CONTROL_OPS)
+    known = set(limits.ops) | set(CONTROL_OPS) | set(traps.OPS)
     imported = fused.program.module.num_imported_funcs
     problems = []
     for pc, fi in enumerate(fused.code):
