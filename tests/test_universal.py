@@ -178,6 +178,10 @@ def test_model_float64_traps_and_runs_again(name: str) -> None:
     assert check_model(full_model(), stream(name)) > 0
 
 
+def test_evaluator_br_table() -> None:
+    assert check_evaluator(graph_for("switch"), stream("switch")) > 0
+
+
 def test_model_kv_cache_decoding_after_a_trap() -> None:
     s = stream("unreachable")
     want = [t.tokens[len(t.step_tokens(0)):] for t in s.traces]

@@ -133,6 +133,24 @@ PROGRAMS: dict[str, tuple[str, list[tuple[str, list[int]]]]] = {
                  (i64.extend_i32_u (select (i32.const 9) (local.get $m)
                                            (i32.eqz (local.get $b)))))))""",
                [("pick", [3, -8, 0x1_0000_0007]), ("pick", [0, 0, -2])]),
+    "switch": ("""(module
+      (func (export "classify") (param $x i32) (result i32)
+        (block $d (block $c (block $b (block $a
+          (br_table $a $b $c $a $d (local.get $x)))
+          (return (i32.const 10)))
+          (return (i32.const 20)))
+          (return (i32.add (local.get $x) (i32.const 30))))
+        i32.const 99)
+      (func (export "count") (param $n i32) (result i32) (local $s i32)
+        (loop $next
+          (block $odd (block $even
+            (br_table $even $odd (i32.and (local.get $n) (i32.const 1))))
+            (local.set $s (i32.add (local.get $s) (i32.const 2))))
+          (local.set $s (i32.add (local.get $s) (i32.const 1)))
+          (br_if $next (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))
+        local.get $s))""",
+               [("classify", [0]), ("classify", [1]), ("classify", [2]), ("classify", [3]),
+                ("classify", [4]), ("classify", [-1]), ("count", [3])]),
 }
 
 # Programs whose invocations trap (and invocations after the trap on the same instance).

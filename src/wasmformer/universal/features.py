@@ -20,7 +20,7 @@ from .alu import ALU_OPS
 CONTROL_OPS = ("param", "result", "copy", "select", "br", "br_if", "br_unless", "jump", "call",
                "return")
 FLAGS = ("JUMP", "CALL", "RET", "CODE", "FUNCS", "SRC_STACK", "SRC_LOCAL", "SRC_CONST",
-         "DST_PUSH", "DST_SET", "DST_TEE", "TRAP")
+         "DST_PUSH", "DST_SET", "DST_TEE", "TRAP", "JTAB")
 
 
 def op_id(op: str) -> int:
