@@ -168,6 +168,7 @@ def test_trap_programs_are_in_the_subset(name: str) -> None:
     Limits(max_len=MAX_LEN).check(s.fused, len(s.tokens))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TRAP_PROGRAMS))
 def test_evaluator_traps_and_runs_again(name: str) -> None:
     assert check_evaluator(graph_for(name), stream(name)) > 0
@@ -178,8 +179,26 @@ def test_model_float64_traps_and_runs_again(name: str) -> None:
     assert check_model(full_model(), stream(name)) > 0
 
 
+@pytest.mark.slow
 def test_evaluator_br_table() -> None:
     assert check_evaluator(graph_for("switch"), stream("switch")) > 0
+
+
+def test_supported_names_uncovered_control_flow() -> None:
+    s = make_stream("uncovered", """(module
+      (type $t (func (result i32))) (type $u (func (result i32)))
+      (table 2 funcref) (table 1 funcref)
+      (func $k (type $t) i32.const 1)
+      (func (export "f") (param i32) (result i32)
+        (block $b (result i32)
+          (i32.const 5)
+          (br_table $b $b (i32.const 7) (local.get 0))))
+      (func (export "g") (param i32) (result i32)
+        (call_indirect 1 (type $u) (local.get 0))))""", [])
+    missing = " | ".join(supported(s.fused))
+    assert "br_table moving 1 kept values" in missing
+    assert "call_indirect with 2 tables" in missing
+    assert "duplicate function types" in missing
 
 
 def test_model_kv_cache_decoding_after_a_trap() -> None:

@@ -174,9 +174,32 @@ TRAP_PROGRAMS: dict[str, tuple[str, list[tuple[str, list[int]]]]] = {
                          (local.get $n))))))""",
                         [("down", [2]), ("down", [30]), ("down", [7]), ("down", [8]),
                          ("down", [3])]),
+    "call_indirect": ("""(module
+      (type $bin (func (param i32 i32) (result i32)))
+      (type $un (func (param i32) (result i32)))
+      (table 6 funcref)
+      (elem (i32.const 1) $add $sub $neg)
+      (elem (i32.const 5) $down)
+      (func $add (type $bin) (i32.add (local.get 0) (local.get 1)))
+      (func $sub (type $bin) (i32.sub (local.get 0) (local.get 1)))
+      (func $neg (type $un) (i32.sub (i32.const 0) (local.get 0)))
+      (func $down (type $un)
+        (if (result i32) (i32.eqz (local.get 0))
+          (then (i32.const 0))
+          (else (i32.add (call_indirect (type $un)
+                           (i32.sub (local.get 0) (i32.const 1)) (i32.const 5))
+                         (i32.const 2)))))
+      (func (export "apply") (param $f i32) (param $x i32) (result i32)
+        (i32.mul (call_indirect (type $bin) (local.get $x) (i32.const 3) (local.get $f))
+                 (i32.const 2)))
+      (func (export "down") (param $n i32) (result i32)
+        (call_indirect (type $un) (local.get $n) (i32.const 5))))""",
+                      [("apply", [9, 1]), ("apply", [1, 10]), ("apply", [0, 1]),
+                       ("apply", [3, 1]), ("apply", [-1, 1]), ("down", [20]), ("down", [1])]),
 }
 
-OUTCOMES = {"unreachable": ["halt", "trap", "halt", "trap", "halt"],
+OUTCOMES = {"call_indirect": ["trap", "halt", "trap", "trap", "trap", "trap", "halt"],
+            "unreachable": ["halt", "trap", "halt", "trap", "halt"],
             "recursion_depth": ["halt", "trap", "halt", "trap", "halt"]}
 
 

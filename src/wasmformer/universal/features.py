@@ -20,7 +20,8 @@ from .alu import ALU_OPS
 CONTROL_OPS = ("param", "result", "copy", "select", "br", "br_if", "br_unless", "jump", "call",
                "return")
 FLAGS = ("JUMP", "CALL", "RET", "CODE", "FUNCS", "SRC_STACK", "SRC_LOCAL", "SRC_CONST",
-         "DST_PUSH", "DST_SET", "DST_TEE", "TRAP", "JTAB")
+         "DST_PUSH", "DST_SET", "DST_TEE", "TRAP", "JTAB", "TABLES", "ELEMS",
+         "MEMORY")
 
 
 def op_id(op: str) -> int:
@@ -57,6 +58,7 @@ class TokenFeatures:
     a_sized_by_w: Node  # on OP:<op>: 1 when slot A's size is the record's W (select)
     sized_by_w: Node  # on OP:<op>: 1 when slot B's size is the record's W (copy, return, ...)
     deep: Node  # on OP:<op>: 1 when it pops an operand below slots A and B (select)
+    indirect: Node  # 1 on OP:call_indirect (its arguments sit below the table index)
 
     def named(self, name: str) -> Node:
         """A feature by name: 'byte', 'bit3', a FLAGS name, 'callret', 'is_op', 'op_id', ..."""
@@ -90,4 +92,5 @@ def token_features(g: Graph) -> TokenFeatures:
                             lambda t: int(t in ops and operand_bytes(ops[t])[0] < 0)),
         sized_by_w=column("sized_by_w", lambda t: int(t in ops and operand_bytes(ops[t])[1] < 0)),
         deep=column("deep", lambda t: int(t in ops and ops[t] == "select")),
+        indirect=column("indirect", lambda t: int(t in ops and ops[t] == "call_indirect")),
     )

@@ -28,7 +28,7 @@ from wasmformer.graph.output import emit_token_id
 from wasmformer.machine import vocab
 from wasmformer.machine.fuse import FusedProgram
 
-from . import branch_table, traps
+from . import branch_table, indirect, traps
 from .calls import call_info
 from .emit import Decoded, next_token
 from .features import CONTROL_OPS, op_id, token_features
@@ -68,7 +68,8 @@ def build_universal_graph(limits: Limits | None = None) -> tuple[Graph, dict]:
     # decode the next token's instruction (one FFN sublayer)
     op_code = nxt.flag("op", "op_id")
     ops = {name: equals(g, op_code, op_id(name), name=f"op={name}")
-           for name in (*limits.ops, *CONTROL_OPS, *traps.OPS, *branch_table.OPS)}
+           for name in (*limits.ops, *CONTROL_OPS, *traps.OPS, *branch_table.OPS,
+                         *indirect.OPS)}
     k = x_next - nxt.number("C", limits.pc_bytes)
     width = nxt.number("W")
     sel = [equals(g, k, j, name=f"k={j}") for j in range(MAX_SPAN + 1)]
@@ -83,10 +84,15 @@ def build_universal_graph(limits: Limits | None = None) -> tuple[Graph, dict]:
     b = assemble(g, "B", nxt, "B", reads, nxt.flag("op", "wide_b") + wide_by_w,
                  extra_stack=ops["return"])
     calls = call_info(g, window, nxt, keys, anchor, as_linear(wide_by_w), limits)
+    table_call = indirect.call_indirect(g, window, nxt, ops, b, anchor, limits.max_len,
+                                        limits.max_depth)
     trapping = traps.TrapSources()
     trapping.add("UNREACHABLE", traps.unreachable(ops))
+    for reason, cond in table_call.traps.items():
+        trapping.add(reason, cond, b.bytes[:traps.REASONS[reason]])
     trapping.add("STACK_EXHAUSTED", traps.stack_exhausted(
-        g, ops["call"], anchor.depth, traps.imported(g, calls.callee_entry), limits.max_depth))
+        g, ops["call"], anchor.depth, traps.imported(g, calls.callee_entry), limits.max_depth,
+        table_call.stack_exhausted))
     trapping.add_all(traps.alu_traps(g, ops, limits.ops, (a, b)))
     # a trapping instruction's own tokens give way to the trap's (traps.py)
     decoded = Decoded(ops, sel, at_w, depth_zero, anchor.depth, in_payload + trapping.total())
@@ -94,10 +100,12 @@ def build_universal_graph(limits: Limits | None = None) -> tuple[Graph, dict]:
     extra = trapping.units(window, sel[0], in_payload)
     extra += branch_table.units(window, ops, sel[0], 1 - decoded.in_payload, table_targets,
                                 nxt.bytes("X")[:3])
+    extra += indirect.units(window, ops, sel[0], 1 - decoded.in_payload, table_call.entry,
+                            calls.callee_entry)
     out = next_token(g, window, nxt, decoded, (deep, a, b), calls, limits.ops, extra)
     emit_token_id(g, out)
-    info = {"limits": limits, "ops": (*limits.ops, *CONTROL_OPS, *traps.OPS, *branch_table.OPS),
-            "x_next": x_next,
+    info = {"limits": limits, "x_next": x_next,
+            "ops": (*limits.ops, *CONTROL_OPS, *traps.OPS, *branch_table.OPS, *indirect.OPS),
             "x_cur": x_cur, "next_token": out, "keys": keys, "anchor": anchor,
             "operands": (a, b), "trap_sources": trapping}
     return g, info
@@ -106,7 +114,7 @@ def build_universal_graph(limits: Limits | None = None) -> tuple[Graph, dict]:
 def supported(fused: FusedProgram, limits: Limits | None = None) -> list[str]:
     """What the graph cannot execute in ``fused`` (empty: the whole program is covered)."""
     limits = limits or Limits()
-    known = set(limits.ops) | set(CONTROL_OPS) | set(traps.OPS) | set(branch_table.OPS)
+    known = {*limits.ops, *CONTROL_OPS, *traps.OPS, *branch_table.OPS, *indirect.OPS}
     imported = fused.program.module.num_imported_funcs
     problems = []
     for pc, fi in enumerate(fused.code):
@@ -118,6 +126,8 @@ def supported(fused: FusedProgram, limits: Limits | None = None) -> list[str]:
             problems.append(f"pc {pc}: {fi.op} moving {fi.args[1]} kept values")
         elif fi.op == "br_table" and any(k and d for _, k, d in (*fi.args[0], fi.args[1])):
             problems.append(f"pc {pc}: br_table moving {fi.args[1][1]} kept values")
+        elif fi.op == "call_indirect":
+            problems += indirect.unsupported(fused, pc, fi)
         elif fi.op == "return" and len(fi.out_types) > 1:
             problems.append(f"pc {pc}: return of {len(fi.out_types)} values")
     return problems

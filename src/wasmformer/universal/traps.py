@@ -112,11 +112,12 @@ def unreachable(op: Mapping[str, LinearLike]) -> Linear:
 
 
 def stack_exhausted(g: Graph, calls: LinearLike, depth: LinearLike, host: LinearLike,
-                    max_depth: int) -> Linear:
+                    max_depth: int, others: U.Units = ()) -> Linear:
     """1 when the next instruction calls a defined function (``calls`` 0/1, ``host`` 1 for
-    an imported callee: no frame) at the deepest depth the graph holds."""
+    an imported callee: no frame) at the deepest depth the graph holds; ``others``: the
+    units of the same condition for other call instructions (call_indirect)."""
     gate = as_linear(calls) + as_linear(depth) - (max_depth - 1) - as_linear(host)
-    return as_linear(g.ffn("trap.stack_exhausted", [(1, gate, ONE)],
+    return as_linear(g.ffn("trap.stack_exhausted", [(1, gate, ONE), *others],
                            range=Range(0, 1, integer=True)))
 
 
