@@ -42,11 +42,14 @@ from universal_programs import (  # noqa: E402
 
 from wasmformer.compiler import CompiledModel, compile_graph  # noqa: E402
 from wasmformer.graph import GraphError  # noqa: E402
-from wasmformer.machine import vocab  # noqa: E402
+from wasmformer.machine import Instance, TokenMachine, prompt_tokens, vocab  # noqa: E402
+from wasmformer.machine.wasi import WasiHost  # noqa: E402
 from wasmformer.model import NumericsError, analyse, build_model  # noqa: E402
+from wasmformer.toolchain import program_bytes  # noqa: E402
 from wasmformer.universal.alu import ALU_OPS  # noqa: E402
 from wasmformer.universal.interpreter import build_universal_graph, supported  # noqa: E402
 from wasmformer.universal.limits import Limits  # noqa: E402
+from wasmformer.wasm import load_module  # noqa: E402
 
 EVALUATED = ("sum_to", "sum_squares")  # the default run's evaluator programs (all: slow)
 MAX_LEN = 2048
@@ -199,6 +202,31 @@ def test_supported_names_uncovered_control_flow() -> None:
     assert "br_table moving 1 kept values" in missing
     assert "call_indirect with 2 tables" in missing
     assert "duplicate function types" in missing
+
+
+def test_host_call_is_recognisable() -> None:
+    """At a host call the graph writes ``CALL ff ff ff`` (the import's FUNCS entry): the
+    engine recognises it, drops those tokens and splices the host call's (docs/UNIVERSAL.md)."""
+    wat = """(module
+      (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+      (func (export "_start") (local i32)
+        (local.set 0 (i32.add (i32.const 40) (i32.const 2)))
+        (call $exit (local.get 0))))"""
+    inst = Instance(load_module(program_bytes(wat).wasm), host=WasiHost())
+    tm = TokenMachine(inst)
+    prompt = prompt_tokens(inst, tm.fused, tm.func_index)
+    tr = tm.invoke("_start")
+    assert tr.outcome == "exit" and tr.step_tokens(len(tr.pcs) - 1)[-5] == vocab.tok("EXIT")
+    before_call = prompt + tr.tokens[:tr.ends[-2]]
+    model = full_model()
+    cache = model.new_cache()
+    with torch.no_grad():
+        logits = model.run(torch.tensor([before_call]), 0, cache)[0, -1]
+        got = []
+        for _ in range(4):
+            got.append(int(logits.argmax()))
+            logits = model.step(torch.tensor([got[-1]]), cache)[0]
+    assert got == [vocab.tok("CALL"), 0xFF, 0xFF, 0xFF]
 
 
 def test_model_kv_cache_decoding_after_a_trap() -> None:
