@@ -139,7 +139,9 @@ def test_numerics() -> None:
 def test_model_card() -> None:
     card = full_compiled().card
     print(f"\nuniversal graph, full ALU, max_len {MAX_LEN}:\n{card}")
-    assert card.layers <= 10 and card.heads <= 32  # a guard against growth, not a goal
+    # a guard against growth, not a goal (heads: 31 before traps, br_table, call_indirect
+    # and multi-value returns)
+    assert card.layers <= 10 and card.heads <= 48
     assert card.vocab_size == vocab.SIZE
 
 

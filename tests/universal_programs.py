@@ -133,6 +133,16 @@ PROGRAMS: dict[str, tuple[str, list[tuple[str, list[int]]]]] = {
                  (i64.extend_i32_u (select (i32.const 9) (local.get $m)
                                            (i32.eqz (local.get $b)))))))""",
                [("pick", [3, -8, 0x1_0000_0007]), ("pick", [0, 0, -2])]),
+    "multi": ("""(module
+      (func $swap (param i32 i64) (result i64 i32) (local.get 1) (local.get 0))
+      (func (export "three") (param $a i32) (param $b i64) (result i32 i64 i32)
+        (local.get $a)
+        (call $swap (i32.add (local.get $a) (i32.const 1)) (local.get $b)))
+      (func (export "early") (param $a i32) (result i64 i64)
+        (i64.const 5)
+        (if (local.get $a) (then (return (i64.const -1) (i64.extend_i32_u (local.get $a)))))
+        (i64.const 9)))""",
+              [("three", [5, 0x1122334455667788]), ("early", [3]), ("early", [0])]),
     "switch": ("""(module
       (func (export "classify") (param $x i32) (result i32)
         (block $d (block $c (block $b (block $a

@@ -28,7 +28,7 @@ from wasmformer.graph.output import emit_token_id
 from wasmformer.machine import vocab
 from wasmformer.machine.fuse import FusedProgram
 
-from . import branch_table, indirect, traps
+from . import branch_table, indirect, results, traps
 from .calls import call_info
 from .emit import Decoded, next_token
 from .features import CONTROL_OPS, op_id, token_features
@@ -102,6 +102,8 @@ def build_universal_graph(limits: Limits | None = None) -> tuple[Graph, dict]:
                                 nxt.bytes("X")[:3])
     extra += indirect.units(window, ops, sel[0], 1 - decoded.in_payload, table_call.entry,
                             calls.callee_entry)
+    extra += results.units(g, window, nxt, keys, cur.number("W", 1), anchor, ops, depth_zero,
+                           k, at_w, sel, 1 - decoded.in_payload, b)
     out = next_token(g, window, nxt, decoded, (deep, a, b), calls, limits.ops, extra)
     emit_token_id(g, out)
     info = {"limits": limits, "x_next": x_next,
@@ -128,7 +130,7 @@ def supported(fused: FusedProgram, limits: Limits | None = None) -> list[str]:
             problems.append(f"pc {pc}: br_table moving {fi.args[1][1]} kept values")
         elif fi.op == "call_indirect":
             problems += indirect.unsupported(fused, pc, fi)
-        elif fi.op == "return" and len(fi.out_types) > 1:
+        elif fi.op == "return" and len(fi.out_types) > results.MAX_RESULTS:
             problems.append(f"pc {pc}: return of {len(fi.out_types)} values")
     return problems
 
