@@ -12,8 +12,9 @@ stack's top; the arguments lie below it, see ``calls.py``). The reference execut
   its low 2 bytes) at the last byte of an ``ELEMS`` record, and a key beyond every query
   elsewhere. Which positions those are is arithmetic on the position (r = p - first
   record, r = 10 t + 9 for t = 0, 1, ...): one FFN node of ~3 units per possible record
-  (max_len / 10 of them) right after layer 1. The query is min(i, 2**16 - 1) (one node), a
-  miss (matched key != query) is a null element.
+  (max_len / 10 of them) right after layer 1. The query is i's low 2 bytes, straight from
+  the stack read (tables hold fewer than 2**16 elements, so a larger i is undefined
+  anyway); a miss (matched key != query) is a null element.
 - The callee: its ``FUNCS`` record (value - 1), by position: entry pc and type index.
 - The type check compares type indices, so a module with two equal function types is not
   covered (``interpreter.supported`` says so): the reference compares structurally.
@@ -37,6 +38,7 @@ from . import units as U
 from .locate import Anchor
 from .operand import Operand
 from .record import Record
+from .state import Read
 from .window import Window
 
 OPS = ("call_indirect",)
@@ -78,7 +80,10 @@ def element_keys(g: Graph, window: Window, limits_len: int) -> Linear:
 
 
 def call_indirect(g: Graph, window: Window, nxt: Record, op: Mapping[str, LinearLike],
-                  index: Operand, anchor: Anchor, max_len: int, max_depth: int) -> Indirect:
+                  index: Operand, index_read: Read, anchor: Anchor, max_len: int,
+                  max_depth: int) -> Indirect:
+    """``index``: operand slot B assembled; ``index_read``: its stack read (the index is
+    always the stack's top), whose low 2 bytes key the ELEMS lookup a layer earlier."""
     p = g.position()
     is_ci = as_linear(op["call_indirect"])
     i = sum((as_linear(x) * 256 ** k for k, x in enumerate(index.bytes[:4])), start=Linear())
@@ -91,8 +96,9 @@ def call_indirect(g: Graph, window: Window, nxt: Record, op: Mapping[str, Linear
     undefined = as_linear(g.ffn("trap.undefined_element", [
         (1, i - size + 1 - big * (1 - is_ci), ONE), (-1, i - size - big * (1 - is_ci), ONE)],
         range=Range(0, 1, integer=True)))
-    query = as_linear(g.ffn("elems.query", [(1, ONE, i), (-1, i - (INDEX_LIMIT - 1), ONE)],
-                            range=Range(0, INDEX_LIMIT - 1, integer=True)))
+    # an i32 on the stack: byte 0 at window distance 3; an index >= 2**16 is beyond the
+    # table (INDEX_LIMIT), so only the undefined-element trap, which reads all of i, matters
+    query = index_read.window[3, "byte"] + 256 * index_read.window[2, "byte"]
     found = g.lookup("elems", query=query, key=element_keys(g, window, max_len),
                      values=[window.at(d, "byte") for d in (3, 2)])
     miss = as_linear(found.matched_key) - query

@@ -84,8 +84,8 @@ def build_universal_graph(limits: Limits | None = None) -> tuple[Graph, dict]:
     b = assemble(g, "B", nxt, "B", reads, nxt.flag("op", "wide_b") + wide_by_w,
                  extra_stack=ops["return"])
     calls = call_info(g, window, nxt, keys, anchor, as_linear(wide_by_w), limits)
-    table_call = indirect.call_indirect(g, window, nxt, ops, b, anchor, limits.max_len,
-                                        limits.max_depth)
+    table_call = indirect.call_indirect(g, window, nxt, ops, b, reads.stack["B"], anchor,
+                                        limits.max_len, limits.max_depth)
     trapping = traps.TrapSources()
     trapping.add("UNREACHABLE", traps.unreachable(ops))
     for reason, cond in table_call.traps.items():
