@@ -59,8 +59,8 @@ def next_token(g: Graph, window: Window, nxt: Record, d: Decoded,
                operands: tuple[Operand, Operand, Operand], calls: CallInfo,
                alu_ops: tuple[str, ...], extra: U.Units = ()) -> Node:
     """``operands``: the one below slots A and B (select's first), slot A, slot B;
-    ``extra``: the units of cases built elsewhere (memory.py, globals.py), each already
-    under its own enable."""
+    ``extra``: the units of cases built elsewhere (memory.py, globals.py, traps.py, ...),
+    each already under its own enable."""
     op, sel = d.op, d.sel
     deep, a, b = operands
     body = 1 - d.in_payload  # the next token is in an instruction's static span

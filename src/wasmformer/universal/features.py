@@ -22,7 +22,8 @@ from .memops import OP_COLUMNS as MEMORY_OP_COLUMNS
 CONTROL_OPS = ("param", "result", "copy", "select", "br", "br_if", "br_unless", "jump", "call",
                "return")
 FLAGS = ("JUMP", "CALL", "RET", "CODE", "FUNCS", "SRC_STACK", "SRC_LOCAL", "SRC_CONST",
-         "DST_PUSH", "DST_SET", "DST_TEE", "MEM", "GLOBALS", "MEMORY")
+         "DST_PUSH", "DST_SET", "DST_TEE", "MEM", "GLOBALS", "MEMORY", "TRAP", "JTAB",
+         "TABLES", "ELEMS")
 
 
 def op_id(op: str) -> int:
@@ -72,6 +73,7 @@ class TokenFeatures:
     sized_by_w: Node  # on OP:<op>: 1 when slot B's size is the record's W (copy, return, ...)
     deep: Node  # on OP:<op>: 1 when it pops an operand below slots A and B (select)
     extra: dict[str, Node]  # is_byte, and memops.OP_COLUMNS (memory and global ops)
+    indirect: Node  # 1 on OP:call_indirect (its arguments sit below the table index)
 
     def named(self, name: str) -> Node:
         """A feature by name: 'byte', 'bit3', a FLAGS name, 'callret', 'is_op', 'op_id', ..."""
@@ -110,4 +112,5 @@ def token_features(g: Graph) -> TokenFeatures:
         extra={"is_byte": column("is_byte", lambda t: int(vocab.is_byte(t))),
                **{name: column(name, lambda t, f=f: f(ops[t]) if t in ops else 0)
                   for name, f in MEMORY_OP_COLUMNS.items()}},
+        indirect=column("indirect", lambda t: int(t in ops and ops[t] == "call_indirect")),
     )

@@ -39,6 +39,12 @@ class Limits:
         if not 16 <= self.mem_bits <= 32:
             raise GraphError("mem_bits must be within 16..32")
 
+    @property
+    def call_depth_limit(self) -> int:
+        """The reference executor's ``HostLimits.max_call_depth`` this graph agrees with: a
+        call made at depth max_depth - 1 traps (STACK_EXHAUSTED, universal/traps.py)."""
+        return self.max_depth - 1
+
     def check(self, fused: FusedProgram, length: int) -> None:
         """Raise unless ``fused`` run over ``length`` positions is within these limits."""
         if length > self.max_len:

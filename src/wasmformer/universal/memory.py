@@ -127,21 +127,23 @@ def memory(g: Graph, window: Window, anchor: Anchor, nxt: Record, cur: Record,
     z = as_linear(found.matched_key) - address - kk  # 0: a byte was written there
     byte, sign = (as_linear(x) for x in found.results)
 
+    pages = _pages(g, window)
+    # out of bounds: address + N > size, or base bits above mem_bits set
+    width = sum((w * nxt.flag("op", f"access_{w}") for w in WIDTHS), start=Linear())
+    size = PAGE * sum((pages[i] * 256 ** i for i in range(3)), start=Linear())
+    over = address + width - size + 2 ** (bits + 2) * high
+    oob = U.node(g, "mem.oob", U.enabled(U.step(over, 1), nxt.flag("op", "is_access")), 0, 1)
+
+    body = body - oob  # an access that traps emits the trap's tokens instead (traps.py)
     units: U.Units = []
     units += U.enabled(_triangle(z, byte), is_load + body - fill - 1)
     units += U.enabled(_triangle(z, 255 * sign), is_load + body + fill
                        + nxt.flag("op", "load_signed") - 3)
     for k in range(8):
         units += U.enabled(b.bytes[k], is_store + sel[k] + body - 2)
-    pages = _pages(g, window)
     for k in range(len(pages)):
         units += U.enabled(pages[k], nxt.flag("op", "memory_size") + sel[k] + body - 2)
 
-    # out of bounds: address + N > size, or base bits above mem_bits set
-    width = sum((w * nxt.flag("op", f"access_{w}") for w in WIDTHS), start=Linear())
-    size = PAGE * sum((pages[i] * 256 ** i for i in range(3)), start=Linear())
-    over = address + width - size + 2 ** (bits + 2) * high
-    oob = U.node(g, "mem.oob", U.enabled(U.step(over, 1), nxt.flag("op", "is_access")), 0, 1)
     return Memory(units, oob, key, address)
 
 
