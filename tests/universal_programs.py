@@ -260,9 +260,23 @@ TRAP_PROGRAMS: dict[str, tuple[str, list[tuple[str, list[int]]]]] = {
         (call_indirect (type $un) (local.get $n) (i32.const 5))))""",
                       [("apply", [9, 1]), ("apply", [1, 10]), ("apply", [0, 1]),
                        ("apply", [3, 1]), ("apply", [-1, 1]), ("down", [20]), ("down", [1])]),
+    # out-of-bounds loads and stores (the last byte just past the end, a huge address, a
+    # call chain), each followed by an invocation that reads what the earlier ones stored
+    "memory_oob": ("""(module (memory 1)
+      (func $put (param $a i32) (param $v i32)
+        (i32.store offset=2 (local.get $a) (local.get $v)))
+      (func (export "store") (param $a i32) (param $v i32) (result i32)
+        (call $put (local.get $a) (local.get $v))
+        (i32.load16_u offset=2 (local.get $a)))
+      (func (export "load") (param $a i32) (result i64)
+        (i64.load (local.get $a))))""",
+                   [("store", [100, 0x1234]), ("store", [65533, 7]), ("load", [65528]),
+                    ("load", [65529]), ("load", [-8]), ("load", [100]),
+                    ("store", [65532, 9]), ("store", [65530, 0x3344])]),
 }
 
-OUTCOMES = {"call_indirect": ["trap", "halt", "trap", "trap", "trap", "trap", "halt"],
+OUTCOMES = {"memory_oob": ["halt", "trap", "halt", "trap", "trap", "halt", "trap", "halt"],
+            "call_indirect": ["trap", "halt", "trap", "trap", "trap", "trap", "halt"],
             "unreachable": ["halt", "trap", "halt", "trap", "halt"],
             "recursion_depth": ["halt", "trap", "halt", "trap", "halt"]}
 
