@@ -14,8 +14,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from wasmformer.graph import Graph, Linear, Range
+from wasmformer.errors import Trap
+from wasmformer.graph import EvaluationError, Ffn, Graph, Linear, Range, as_linear
+from wasmformer.graph.evaluator import ffn_at
 from wasmformer.graph.output import emit_token_id
+from wasmformer.machine import vocab
 from wasmformer.machine.semantics import NUMERIC
 from wasmformer.universal import ALU_OPS, AluOp, Operand
 from wasmformer.universal.units import enabled
@@ -148,3 +151,57 @@ def operand_stream(params: tuple[int, ...], rng: random.Random, cases: int) -> l
         for v, size in zip(case, params, strict=True):
             stream += value_bytes(v, size)
     return stream
+
+
+# ---- a circuit alone, evaluated on operand values (no token stream) ---------------------
+
+
+@dataclass(frozen=True)
+class Circuit:
+    """One op's circuit in a graph of its own whose operands are plain features: evaluating
+    it on operand values runs only its FFN nodes (``graph.evaluator.ffn_at``, each value
+    checked against its node's range), much faster than a token stream for deep circuits."""
+
+    graph: Graph
+    op: AluOp
+    operands: tuple[Operand, ...]
+    result: tuple[Linear, ...]
+    traps: dict[str, Linear]
+
+    def __call__(self, *values: int) -> tuple[list[int], dict[str, int]]:
+        """The result bytes and the trap flags on operands ``values``."""
+        known: dict = {}
+        for x, v, size in zip(self.operands, values, self.op.params, strict=True):
+            for k, byte in enumerate(value_bytes(v, size)):
+                known[x.bytes[k].nodes[0]] = byte
+                for i in range(8):
+                    known[x.bits[8 * k + i].nodes[0]] = (byte >> i) & 1
+        for op in self.graph.ops:
+            if isinstance(op, Ffn):
+                value = ffn_at(op, known.__getitem__)
+                if not op.output.range.contains(value):
+                    raise EvaluationError(f"{op.name} = {value} outside {op.output.range}")
+                known[op.output] = value
+        result = [x.evaluate(known.__getitem__) for x in self.result]
+        return result, {k: as_linear(f).evaluate(known.__getitem__) for k, f in self.traps.items()}
+
+
+def circuit(name: str) -> Circuit:
+    op = ALU_OPS[name]
+    g = Graph(vocab_size=256)
+    operands = []
+    for j, size in enumerate(op.params):
+        limbs = [g.token_feature(f"x{j}.{k}", list(range(256))) for k in range(size)]
+        bits = [g.token_feature(f"x{j}.{k}.{i}", [(t >> i) & 1 for t in range(256)])
+                for k in range(size) for i in range(8)]
+        operands.append(Operand.of(limbs, bits))
+    result = op(g, *operands)
+    return Circuit(g, op, tuple(operands), result, op.traps(g, *operands))
+
+
+def outcome(op: AluOp, args: list[int]) -> tuple[list[int] | None, str | None]:
+    """machine.semantics on ``args``: (result bytes, None), or (None, the trap's vocab name)."""
+    try:
+        return value_bytes(NUMERIC[op.name](*args), op.result), None
+    except Trap as trap:
+        return None, vocab.name(vocab.trap_tokens(trap.reason, 0)[1])

@@ -128,9 +128,10 @@ def test_load_addresses_agree_with_the_bytes_written(traces, programs) -> None:
     prompt = traces[0].prompt
     at = prompt.index(tok("DATA")) + 1
     memory: dict[int, int] = {}
-    for r in range(from_le(prompt[at:at + 3])):  # DATA records: address(4) and 16 bytes
-        rec = prompt[at + 3 + 20 * r:at + 23 + 20 * r]
-        memory.update({from_le(rec[:4]) + i: b for i, b in enumerate(rec[4:])})
+    for r in range(from_le(prompt[at:at + 3])):  # DATA records: MEM address(4) n(2) 16 bytes
+        rec = prompt[at + 3 + 23 * r:at + 26 + 23 * r]
+        assert rec[0] == tok("MEM") and from_le(rec[5:7]) == 16
+        memory.update({from_le(rec[1:5]) + i: b for i, b in enumerate(rec[7:])})
     loads = 0
     for s in build_record(programs[0])["steps"]:
         if s["op"] in LOADS:

@@ -111,7 +111,7 @@ def test_prompt_limit_is_exact() -> None:
 
 
 def test_a_huge_prompt_is_refused_before_it_is_built() -> None:
-    # 64 MiB of non-zero memory would be 84M prompt tokens (GBs as a Python list).
+    # 64 MiB of non-zero memory would be 96M prompt tokens (GBs as a Python list).
     wat = """(module (memory 1024) (func $s (memory.fill (i32.const 0) (i32.const 7)
       (i32.const 0x4000000))) (start $s) (func (export "_start")))"""
     start = time.monotonic()

@@ -17,8 +17,10 @@ import torch
 from wasmformer.graph import Evaluator, Graph
 from wasmformer.machine import Instance, TokenMachine, prompt_tokens, vocab
 from wasmformer.machine.fuse import FusedProgram
+from wasmformer.machine.instance import HostLimits
 from wasmformer.machine.tokens import Trace, trace_lines
 from wasmformer.toolchain import program_bytes
+from wasmformer.universal.limits import Limits
 from wasmformer.wasm import load_module
 
 # name: (module text, invocations (export, args))
@@ -131,7 +133,152 @@ PROGRAMS: dict[str, tuple[str, list[tuple[str, list[int]]]]] = {
                  (i64.extend_i32_u (select (i32.const 9) (local.get $m)
                                            (i32.eqz (local.get $b)))))))""",
                [("pick", [3, -8, 0x1_0000_0007]), ("pick", [0, 0, -2])]),
+    # every load and store width, sign and zero extension, unaligned and overlapping
+    # writes, the prompt's initial data, never-written bytes, memory.size
+    "memory": ("""(module (memory 1)
+      (data (i32.const 32) "\\01\\82\\03\\f4\\05\\06\\87\\f8\\09")
+      (func (export "widths") (param $a i32) (param $v i64) (result i64)
+        (i64.store offset=3 (local.get $a) (local.get $v))
+        (i32.store16 offset=5 (local.get $a) (i32.const 0x8181))
+        (i64.store8 (i32.add (local.get $a) (i32.const 4)) (i64.const -1))
+        (i64.add (i64.load offset=3 (local.get $a))
+          (i64.add (i64.load8_s offset=5 (local.get $a))
+            (i64.add (i64.load16_u offset=6 (local.get $a))
+              (i64.add (i64.load32_s offset=7 (local.get $a))
+                       (i64.load32_u (i32.add (local.get $a) (i32.const 1))))))))
+      (func (export "narrow") (param $a i32) (result i32)
+        (i32.store8 (local.get $a) (i32.const 0x1ff))
+        (i32.add (i32.load8_s (local.get $a))
+          (i32.add (i32.load8_u (local.get $a))
+            (i32.add (i32.load16_s offset=1 (i32.const 34))
+              (i32.add (i32.load offset=2 (i32.const 31))
+                       (i32.load16_u (i32.const 60)))))))
+      (data (i32.const 70) "\\7f\\80")
+      (func $unwritten (local $p i32)  ;; stores at its own local 0: unwritten, so 0 + 50
+        (i32.store8 offset=50 (local.get $p) (i32.const 9)))
+      (func (export "size") (param $x i32) (result i32)
+        (i32.store offset=40 (i32.const 8) (i32.const 0x01020304))
+        (call $unwritten)
+        (i32.add (i32.add (memory.size) (i32.load8_u (local.get $x)))
+          (i32.add (i32.load (i32.const 68))
+            (i32.add (i32.load8_u (i32.const 50)) (i32.load16_u (i32.const 49)))))))""",
+               [("widths", [101, 0x8122_3344_F566_7788]), ("narrow", [33]), ("size", [7])]),
+    # globals (i32 and i64, from the prompt and as set), a stack pointer kept in memory
+    "globals": ("""(module (memory 1)
+      (global $sp (mut i32) (i32.const 1024))
+      (global $big (mut i64) (i64.const -81985529216486896))
+      (global $k i32 (i32.const 7))
+      (func $push (param $v i32)
+        (global.set $sp (i32.sub (global.get $sp) (i32.const 4)))
+        (i32.store (global.get $sp) (local.get $v)))
+      (func $pop (result i32) (local $v i32)
+        (local.set $v (i32.load (global.get $sp)))
+        (global.set $sp (i32.add (global.get $sp) (i32.const 4)))
+        (local.get $v))
+      (func (export "run") (param $n i32) (result i64) (local $i i32) (local $s i32)
+        (loop $fill
+          (call $push (i32.mul (local.get $i) (global.get $k)))
+          (local.tee $i (i32.add (local.get $i) (i32.const 1)))
+          (local.get $n) i32.lt_u br_if $fill)
+        (loop $drain
+          (local.set $s (i32.add (local.get $s) (call $pop)))
+          (local.tee $i (i32.sub (local.get $i) (i32.const 1)))
+          br_if $drain)
+        (global.set $big (i64.add (global.get $big) (i64.extend_i32_u (local.get $s))))
+        (i64.add (global.get $big) (i64.extend_i32_u (global.get $sp)))))""",
+                [("run", [2]), ("run", [1])]),
+    "multi": ("""(module
+      (func $swap (param i32 i64) (result i64 i32) (local.get 1) (local.get 0))
+      (func (export "three") (param $a i32) (param $b i64) (result i32 i64 i32)
+        (local.get $a)
+        (call $swap (i32.add (local.get $a) (i32.const 1)) (local.get $b)))
+      (func (export "early") (param $a i32) (result i64 i64)
+        (i64.const 5)
+        (if (local.get $a) (then (return (i64.const -1) (i64.extend_i32_u (local.get $a)))))
+        (i64.const 9)))""",
+              [("three", [5, 0x1122334455667788]), ("early", [3]), ("early", [0])]),
+    "switch": ("""(module
+      (func (export "classify") (param $x i32) (result i32)
+        (block $d (block $c (block $b (block $a
+          (br_table $a $b $c $a $d (local.get $x)))
+          (return (i32.const 10)))
+          (return (i32.const 20)))
+          (return (i32.add (local.get $x) (i32.const 30))))
+        i32.const 99)
+      (func (export "count") (param $n i32) (result i32) (local $s i32)
+        (loop $next
+          (block $odd (block $even
+            (br_table $even $odd (i32.and (local.get $n) (i32.const 1))))
+            (local.set $s (i32.add (local.get $s) (i32.const 2))))
+          (local.set $s (i32.add (local.get $s) (i32.const 1)))
+          (br_if $next (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))
+        local.get $s))""",
+               [("classify", [0]), ("classify", [1]), ("classify", [2]), ("classify", [3]),
+                ("classify", [4]), ("classify", [-1]), ("count", [3])]),
 }
+
+# Programs whose invocations trap (and invocations after the trap on the same instance).
+TRAP_PROGRAMS: dict[str, tuple[str, list[tuple[str, list[int]]]]] = {
+    "unreachable": ("""(module
+      (func $check (param $x i32) (result i32)
+        (if (i32.gt_u (local.get $x) (i32.const 3)) (then unreachable))
+        (i32.mul (local.get $x) (i32.const 5)))
+      (func $mid (param $x i32) (result i32) (local $t i32)
+        (local.set $t (i32.add (local.get $x) (i32.const 1)))
+        (i32.add (call $check (local.get $t)) (local.get $t)))
+      (func (export "run") (param $x i32) (result i32)
+        (i32.sub (call $mid (local.get $x)) (i32.const 1)))
+      (func (export "now") unreachable))""",
+                    [("run", [1]), ("run", [7]), ("run", [2]), ("now", []), ("run", [0])]),
+    "recursion_depth": ("""(module
+      (func $down (export "down") (param $n i32) (result i32)
+        (if (result i32) (i32.eqz (local.get $n))
+          (then (i32.const 100))
+          (else (i32.add (call $down (i32.sub (local.get $n) (i32.const 1)))
+                         (local.get $n))))))""",
+                        [("down", [2]), ("down", [30]), ("down", [7]), ("down", [8]),
+                         ("down", [3])]),
+    "call_indirect": ("""(module
+      (type $bin (func (param i32 i32) (result i32)))
+      (type $un (func (param i32) (result i32)))
+      (table 6 funcref)
+      (elem (i32.const 1) $add $sub $neg)
+      (elem (i32.const 5) $down)
+      (func $add (type $bin) (i32.add (local.get 0) (local.get 1)))
+      (func $sub (type $bin) (i32.sub (local.get 0) (local.get 1)))
+      (func $neg (type $un) (i32.sub (i32.const 0) (local.get 0)))
+      (func $down (type $un)
+        (if (result i32) (i32.eqz (local.get 0))
+          (then (i32.const 0))
+          (else (i32.add (call_indirect (type $un)
+                           (i32.sub (local.get 0) (i32.const 1)) (i32.const 5))
+                         (i32.const 2)))))
+      (func (export "apply") (param $f i32) (param $x i32) (result i32)
+        (i32.mul (call_indirect (type $bin) (local.get $x) (i32.const 3) (local.get $f))
+                 (i32.const 2)))
+      (func (export "down") (param $n i32) (result i32)
+        (call_indirect (type $un) (local.get $n) (i32.const 5))))""",
+                      [("apply", [9, 1]), ("apply", [1, 10]), ("apply", [0, 1]),
+                       ("apply", [3, 1]), ("apply", [-1, 1]), ("down", [20]), ("down", [1])]),
+    # out-of-bounds loads and stores (the last byte just past the end, a huge address, a
+    # call chain), each followed by an invocation that reads what the earlier ones stored
+    "memory_oob": ("""(module (memory 1)
+      (func $put (param $a i32) (param $v i32)
+        (i32.store offset=2 (local.get $a) (local.get $v)))
+      (func (export "store") (param $a i32) (param $v i32) (result i32)
+        (call $put (local.get $a) (local.get $v))
+        (i32.load16_u offset=2 (local.get $a)))
+      (func (export "load") (param $a i32) (result i64)
+        (i64.load (local.get $a))))""",
+                   [("store", [100, 0x1234]), ("store", [65533, 7]), ("load", [65528]),
+                    ("load", [65529]), ("load", [-8]), ("load", [100]),
+                    ("store", [65532, 9]), ("store", [65530, 0x3344])]),
+}
+
+OUTCOMES = {"memory_oob": ["halt", "trap", "halt", "trap", "trap", "halt", "trap", "halt"],
+            "call_indirect": ["trap", "halt", "trap", "trap", "trap", "trap", "halt"],
+            "unreachable": ["halt", "trap", "halt", "trap", "halt"],
+            "recursion_depth": ["halt", "trap", "halt", "trap", "halt"]}
 
 
 @dataclass(frozen=True)
@@ -152,7 +299,7 @@ class Stream:
         """For each position: whether the model must predict the *next* token (the token
         after it is a trace token, not part of the prompt or of an invocation header)."""
         flags = [False] * len(self.prompt)
-        for tr in self.traces:  # header, trace, and HALT (followed by the next header)
+        for tr in self.traces:  # header, trace, and its last token (HALT or a trap's)
             head = len(tr.step_tokens(0))
             flags += [False] * (head - 1) + [True] * (len(tr.tokens) - head) + [False]
         return flags
@@ -168,18 +315,22 @@ class Stream:
         return f"{self.name}: position {position}"
 
 
-def make_stream(name: str, wat: str, calls: list[tuple[str, list[int]]]) -> Stream:
-    inst = Instance(load_module(program_bytes(wat).wasm))
+def make_stream(name: str, wat: str, calls: list[tuple[str, list[int]]],
+                max_call_depth: int = Limits().call_depth_limit) -> Stream:
+    """The stream of ``calls`` on one instance, run with the call-depth limit a graph of
+    default ``Limits`` agrees with. Invocations end by returning or by a trap."""
+    inst = Instance(load_module(program_bytes(wat).wasm),
+                    limits=HostLimits(max_call_depth=max_call_depth))
     tm = TokenMachine(inst)
     prompt = prompt_tokens(inst, tm.fused, tm.func_index)
     traces = [tm.invoke(export, args) for export, args in calls]
-    assert all(t.outcome == "halt" for t in traces), name
+    assert all(t.outcome in ("halt", "trap") for t in traces), name
     return Stream(name, tm.fused, prompt, traces, calls)
 
 
 @functools.cache
 def stream(name: str) -> Stream:
-    wat, calls = PROGRAMS[name]
+    wat, calls = PROGRAMS[name] if name in PROGRAMS else TRAP_PROGRAMS[name]
     return make_stream(name, wat, calls)
 
 
@@ -233,7 +384,7 @@ def generate_with_cache(model, s: Stream) -> list[list[int]]:
             head = tr.step_tokens(0)
             logits = model.run(torch.tensor([head]), cache.length, cache)[0, -1]
             new: list[int] = []
-            while len(new) < len(tr.tokens):
+            while len(new) < len(tr.tokens) - len(head):
                 new.append(int(logits.argmax()))
                 logits = model.step(torch.tensor([new[-1]]), cache)[0]
                 if new[-1] == halt:

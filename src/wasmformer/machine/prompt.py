@@ -13,7 +13,7 @@ tokens, little-endian. The layout is documented in docs/PROTOCOL.md.
   TABLES    type(1) size(4) max(4)                      (9)  max FFFFFFFF: none
   ELEMS     table(2) index(4) value(4)                  (10) the non-null elements
   MEMORY    pages(4) max(4)                             (8)  a single record, count 0 or 1
-  DATA      address(4) bytes(16)                        (20) the non-zero 16-byte lines
+  DATA      MEM address(4) n(2) bytes(16)               (23) the non-zero 16-byte lines
   JTAB      target(3) keep(2) drop(2)                   (7)  br_table entries
   CODE      see CODE_RECORD                             (37)
   END                                                   (no count)
@@ -28,6 +28,10 @@ from .vocab import le, op_token, tok, type_token
 
 VERSION = 1
 LINE = 16  # bytes of memory per DATA record
+# A DATA record is a memory run as a host call's trace writes one (``MEM address(4) n(2)``
+# then n bytes) with n = LINE: one format for every memory write that is not a store, so a
+# model keys them all the same way (the run's marker is in reach of each of its bytes).
+DATA_RECORD = 1 + 4 + 2 + LINE
 NO_MAX = 0xFFFF_FFFF
 NO_ENTRY = 0xFF_FFFF
 
@@ -38,7 +42,7 @@ CODE_FIELDS = (("op", 1), ("C", 3), ("W", 2), ("A", 1), ("B", 1), ("dst", 1), ("
                ("height", 2), ("X", 4), ("Y", 2), ("Z", 2), ("valueA", 8), ("valueB", 8))
 CODE_RECORD = sum(size for _, size in CODE_FIELDS)
 RECORD_SIZES = {"VALTYPES": 1, "TYPES": 7, "FUNCS": 10, "GLOBALS": 10, "TABLES": 9,
-                "ELEMS": 10, "MEMORY": 8, "DATA": 4 + LINE, "JTAB": 7, "CODE": CODE_RECORD}
+                "ELEMS": 10, "MEMORY": 8, "DATA": DATA_RECORD, "JTAB": 7, "CODE": CODE_RECORD}
 
 # The longest prompt we write. An engine must hold the prompt *and* the trace within the
 # positions its model is proven exact for (model/numerics.py: a float64 position-keyed
@@ -162,7 +166,7 @@ def _data_lines(data: bytes) -> list[list[int]]:
     for a in range(0, len(data), LINE):
         line = data[a:a + LINE]
         if line != zero[:len(line)]:
-            lines.append([*le(a, 4), *line.ljust(LINE, b"\0")])
+            lines.append([tok("MEM"), *le(a, 4), *le(LINE, 2), *line.ljust(LINE, b"\0")])
     return lines
 
 

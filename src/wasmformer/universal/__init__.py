@@ -10,27 +10,31 @@ lists what a program uses that it does not execute yet):
   locate.py       anchors, the C(pc) rule and the floor lookup: which instruction is next
   record.py       a CODE record's fields, fetched by position
   state.py        stack slots and locals: write keys, operand reads and assembly
+  memory.py       linear memory: loads, stores, memory.size, the out-of-bounds node
+  globals.py      global.get / global.set
+  memops.py       the memory and global ops' properties, as op-token features
   emit.py         the next token: every case in one FFN node
   limits.py       the ranges a graph is built (and exact) for
 
-The ALU: every integer instruction of ``machine.semantics.NUMERIC`` (but division) as an
-exact circuit on byte limbs, ``ALU_OPS[name](g, *operands) -> result bytes``.
+The ALU: every integer instruction of ``machine.semantics.NUMERIC`` as an exact circuit on
+byte limbs, ``ALU_OPS[name](g, *operands) -> result bytes`` (``AluOp.traps``: when it traps).
 
   operand.py  Operand (bytes + bits of a value), Bytes (result bytes)
   units.py    unit groups shared by the circuits (steps, selections, ...)
   arith.py    add, sub, comparisons: carry look-ahead
   mul.py      multiplication
   bitwise.py  and/or/xor, shifts and rotations, clz/ctz/popcnt
+  divide.py   div/rem, signed and unsigned: radix-16 long division, and their trap flags
   convert.py  wrap and extensions
-  alu.py      the table ALU_OPS (with each op's FFN depth) and the division plan
+  alu.py      the table ALU_OPS (with each op's FFN depth and trap flags)
   cost.py     depth / units / nodes of a built circuit
 """
 
-from .alu import ALU_OPS, MISSING, AluOp
+from .alu import ALU_OPS, DIVISION, MISSING, AluOp
 from .cost import Cost, cost
 from .interpreter import build_universal_graph, supported
 from .limits import Limits
 from .operand import Bytes, Operand
 
-__all__ = ["ALU_OPS", "MISSING", "AluOp", "Bytes", "Cost", "Limits", "Operand",
+__all__ = ["ALU_OPS", "DIVISION", "MISSING", "AluOp", "Bytes", "Cost", "Limits", "Operand",
            "build_universal_graph", "cost", "supported"]

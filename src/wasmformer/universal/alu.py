@@ -13,17 +13,21 @@ The definition it must agree with, bit for bit, is ``machine.semantics.NUMERIC``
 Depth (FFN layers) and hidden units, i32 / i64, materialised (tests/test_alu.py checks
 both; per layer in brackets):
 
-    op family                 depth   units i32 / i64
-    add, sub                  2       30 / 62 (sub +1)   [3n | 5n - 2] carry look-ahead (arith)
-    eq, ne, lt/gt/le/ge _s _u 2       14-16 / 26-28      [3n | 2-4] signs of byte differences
-    eqz                       1       1 / 1
-    and / or, xor             1       32 / 64, 36 / 72   per bit (bitwise)
-    shl, shr_u, shr_s         2       47 / 113           [8n | n*n - n + 1] bit, then byte select
-    rotl, rotr                2       48 / 128           [8n | n*n]
-    clz, ctz                  1       32 / 64
-    popcnt                    0       0                  linear in the bits
-    wrap, extend*             0       0                  linear (convert)
-    mul                       4       256 / 896          [80 146 12 18 / 288 546 24 38] (mul)
+    op family                 depth     units i32 / i64
+    add, sub                  2         30 / 62 (sub +1)  [3n | 5n - 2] carry look-ahead (arith)
+    eq, ne, lt/gt/le/ge _s _u 2         14-16 / 26-28     [3n | 2-4] signs of byte differences
+    eqz                       1         1 / 1
+    and / or, xor             1         32 / 64, 36 / 72  per bit (bitwise)
+    shl, shr_u, shr_s         2         47 / 113          [8n | n*n - n + 1] bit, then byte select
+    rotl, rotr                2         48 / 128          [8n | n*n]
+    clz, ctz                  1         32 / 64
+    popcnt                    0         0                 linear in the bits
+    wrap, extend*             0         0                 linear (convert)
+    mul                       4         256 / 896         [80 146 12 18 / 288 546 24 38] (mul)
+    div_u                     13 / 29   7,023 / 23,129    radix-16 long division (divide)
+    rem_u                     16 / 32   8,230 / 25,574    (+ 16-bit limbs split into bytes)
+    div_s                     15 / 31   7,181 / 23,441    magnitudes, then a negation
+    rem_s                     18 / 34   8,387 / 25,885
 
 With ``pending`` the last layer's units move into the caller's node, so an op costs
 depth - 1 layers of its own.
@@ -31,26 +35,23 @@ depth - 1 layers of its own.
 Every intermediate integer stays below 2**24 in magnitude (so float32 is exact), bounded
 from the declared ranges: the largest single values are mul's column sums (< 2**14),
 the largest sums of |unit| in one node i64.mul's threshold layer (< 2**22). Summing the
-pending last layers of all 58 ops into one node stays below 2**24 as well (~1.5e7).
+pending last layers of all 58 non-division ops into one node stays below 2**24 as well
+(~1.5e7); division's nodes keep their partial sums below 2**23 (divide.py).
 
-Not built: div_u, div_s, rem_u, rem_s (``MISSING``). The plan and the obstacle:
-  Long division is serial: quotient digit j needs the remainder R_j left by the digits
-  above it. Inside the layers, bit-serial division is 32 or 64 compare-and-subtract
-  stages of at least 2 layers each: far too deep. The intended route is across tokens,
-  one quotient byte per emitted token, most significant first: at the token emitting
-  q_j, the quotient bytes Q above it are read back by fixed relative lookups, so
-      R_j = floor(a / 256**(j+1)) - Q * b      (``mul``, then ``sub``: 6 layers)
-      q_j = #{t in 1..255 : t * b <= 256 R_j + A_j}.
-  The obstacle is that digit selection: t * b has byte columns t * B_k up to 2**16, so
-  each of the 255 comparisons needs its own carry normalisation (a ``mul``-like
-  threshold layer, ~2 n * 255 units per comparison) before the sign trick of ``arith``
-  applies: ~10 layers and ~10**5 units. Cheaper alternatives to evaluate: radix-16 digits
-  (15 comparisons, two tokens per quotient byte) or a reciprocal estimate of the digit
-  from the top bytes of R and b plus one correction step. Either way the result bytes
-  come most significant first, unlike the other ops, and rem_* is the last R (emitted
-  after the quotient, or recomputed as a - q * b). The traps (divide by zero; INT_MIN /
-  -1 for div_s) are ``eqz`` / ``eq`` circuits deciding a trap token, and the signed forms
-  divide the magnitudes (``sub`` from 0 under the sign bit) and negate after.
+Traps. ``AluOp.traps(g, *operands)`` returns ``{reason: flag}`` for the ops that can trap
+(the eight division ops): ``reason`` is a trap name of ``machine.vocab`` (``DIV_BY_ZERO``;
+``INT_OVERFLOW`` for div_s only: INT_MIN / -1; rem_s of INT_MIN by -1 is 0, no trap) and
+``flag`` a 0/1 node, one unit on the operands (depth 1), that is 1 exactly when the
+instruction traps for that reason. The result bytes are unspecified then; emitting the
+``TRAP`` token is the caller's job. Other ops return ``{}``.
+
+Division is the one family that is deep: each quotient digit needs the remainder the
+digits above it leave, so any exact circuit is a chain of stages. ``divide.py`` does radix-16
+long division: one layer for each of the top 3 nibbles (scalar tests), two for each of the
+others (on 16-bit limbs; the divisor's multiples are ready by then); rem_* adds a selection
+and the split of its limbs into bytes, the signed forms an XOR layer and a negation. ``DIVISION`` lists the ops; the universal graph leaves
+them out unless ``Limits.ops`` names them (docs/UNIVERSAL.md weighs the alternatives,
+among them a trace protocol in which a division emits its digits over several tokens).
 """
 
 from __future__ import annotations
@@ -59,26 +60,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from wasmformer.graph import Graph, GraphError, Linear
+from wasmformer.graph import Graph, GraphError, Linear, Node
 
-from . import arith, bitwise, convert, mul
+from . import arith, bitwise, convert, divide, mul
 from . import units as U
 from .operand import Bytes, Operand
 
 Builder = Callable[..., U.Result]  # (g, *operands, name=...) -> pending result bytes
+TrapBuilder = Callable[..., dict[str, Node]]  # (g, *operands, name=...) -> reason: 0/1 flag
 
 BYTES = {"i32": 4, "i64": 8}
 
 
 @dataclass(frozen=True, slots=True)
 class AluOp:
-    """One instruction's circuit: operand and result sizes in bytes, its FFN depth."""
+    """One instruction's circuit: operand and result sizes in bytes, its FFN depth, and
+    (only for ops that can trap) a builder of its trap conditions."""
 
     name: str
     params: tuple[int, ...]
     result: int
     depth: int
     build: Builder
+    trap_flags: TrapBuilder | None = None
 
     def __call__(self, g: Graph, *operands: Operand, name: str | None = None) -> Bytes:
         """The result bytes as features: one node per byte computed by an FFN, the
@@ -91,9 +95,7 @@ class AluOp:
         """The result bytes with their last FFN layer not yet materialised (``depth - 1``
         layers built): sum ``units.enabled(x, flag)`` of several ops into one node to
         select among them at no extra depth."""
-        if tuple(x.n for x in operands) != self.params:
-            raise GraphError(f"{self.name}: operands of {[x.n for x in operands]} bytes, "
-                             f"want {list(self.params)}")
+        self._check(operands)
         result = self.build(g, *operands, name=name or self.name)
         assert len(result) == self.result, f"{self.name}: {len(result)} result bytes"
         for k, x in enumerate(result):
@@ -101,6 +103,22 @@ class AluOp:
             if r is not None and (not r.integer or r.lo < 0 or r.hi > 255):
                 raise GraphError(f"{self.name}: result byte {k} has range {r}")
         return result
+
+    def traps(self, g: Graph, *operands: Operand, name: str | None = None) -> dict[str, Node]:
+        """When this op traps: ``{reason: flag}`` with ``reason`` a trap name of
+        ``machine.vocab`` (``DIV_BY_ZERO``, ``INT_OVERFLOW``) and ``flag`` a 0/1 node that is 1
+        exactly when the operands make the instruction trap with that reason (at most one is
+        1). Empty for ops that never trap. The result bytes are unspecified when a flag is 1:
+        the caller emits the trap instead (this module emits no trap token)."""
+        if self.trap_flags is None:
+            return {}
+        self._check(operands)
+        return self.trap_flags(g, *operands, name=f"{name or self.name}.trap")
+
+    def _check(self, operands: tuple[Operand, ...]) -> None:
+        if tuple(x.n for x in operands) != self.params:
+            raise GraphError(f"{self.name}: operands of {[x.n for x in operands]} bytes, "
+                             f"want {list(self.params)}")
 
 
 def _family(t: str) -> dict[str, AluOp]:
@@ -119,7 +137,19 @@ def _family(t: str) -> dict[str, AluOp]:
     ops |= {kind: (two, n, 1, partial(bitwise.bitwise, kind=kind))
             for kind in ("and", "or", "xor")}
     ops |= {kind: (two, n, 2, partial(bitwise.shift, kind=kind)) for kind in bitwise.SHIFTS}
-    return {f"{t}.{k}": AluOp(f"{t}.{k}", *spec) for k, spec in ops.items()}
+    table = {f"{t}.{k}": AluOp(f"{t}.{k}", *spec) for k, spec in ops.items()}
+    for k, (depth_u, depth_s) in DIVISION_DEPTH[t].items():
+        for signed, depth in ((False, depth_u), (True, depth_s)):
+            name = f"{t}.{k}_{'s' if signed else 'u'}"
+            options = {"signed": signed, "remainder": k == "rem"}
+            table[name] = AluOp(name, two, n, depth, partial(divide.divide, **options),
+                                partial(divide.traps, **options))
+    return table
+
+
+# FFN depth of the division circuits (unsigned, signed): radix-16 long division (divide.py)
+DIVISION_DEPTH = {"i32": {"div": (13, 15), "rem": (16, 18)},
+                  "i64": {"div": (29, 31), "rem": (32, 34)}}
 
 
 def _conversions() -> dict[str, AluOp]:
@@ -140,5 +170,9 @@ def _conversions() -> dict[str, AluOp]:
 
 ALU_OPS: dict[str, AluOp] = {**_family("i32"), **_family("i64"), **_conversions()}
 
-# The integer instructions the ALU does not compute (yet): see the module docstring.
-MISSING = tuple(f"{t}.{k}" for t in BYTES for k in ("div_s", "div_u", "rem_s", "rem_u"))
+# The division ops: exact, but 13-34 layers deep (see the module docstring), so the universal
+# graph leaves them out unless asked (``Limits.ops``).
+DIVISION = tuple(f"{t}.{k}" for t in BYTES for k in ("div_s", "div_u", "rem_s", "rem_u"))
+
+# The integer instructions the ALU does not compute: none.
+MISSING: tuple[str, ...] = ()

@@ -55,9 +55,10 @@ def call_info(g: Graph, window: Window, nxt: Record, keys: WriteKeys, anchor: An
                                                     1 - 256 * int(t % 256 == 0))], 0, 255)
     high = U.node(g, "return_pc.1", [u for t in range(1, steps // 256 + 1)
                                      for u in U.step(times, CODE_RECORD * 256 * t)], 0, 255)
-    # the other frame's top: the static height of the call / return at the anchor
-    top = as_linear(g.lookup("other_top", query=anchor.end - 1, key=p,
-                             values=[nxt.number("height", 1)]).results[0])
+    # the other frame's top: the static height of the call / return at the anchor (a
+    # call_indirect's arguments lie below its table index)
+    top = as_linear(g.lookup("other_top", query=anchor.end - 1, key=p, values=[
+        nxt.number("height", 1) - nxt.flag("op", "indirect")]).results[0])
     depth = anchor.depth + 1 - 2 * anchor.is_call
     names = [(d, f) for d in range(SPAN) for f in VALUE]
     query = KEY_STEP * (depth * SLOT_LIMIT + top - nxt.number("X", 1))

@@ -20,7 +20,8 @@ exactly when all hold), and the cases are exclusive, so the node is the token id
   return at depth 0          byte k < W of the top stack slot (operand B), then HALT at k = W
   return at depth > 0, k = 0 RET
 
-Anything else (unsupported ops) emits 0.
+Loads, stores, ``memory.size`` (memory.py) and ``global.get``/``global.set`` (globals.py)
+join as ``extra`` units. Anything else (unsupported ops) emits 0.
 """
 
 from __future__ import annotations
@@ -56,8 +57,10 @@ class Decoded:
 
 def next_token(g: Graph, window: Window, nxt: Record, d: Decoded,
                operands: tuple[Operand, Operand, Operand], calls: CallInfo,
-               alu_ops: tuple[str, ...]) -> Node:
-    """``operands``: the one below slots A and B (select's first), slot A, slot B."""
+               alu_ops: tuple[str, ...], extra: U.Units = ()) -> Node:
+    """``operands``: the one below slots A and B (select's first), slot A, slot B;
+    ``extra``: the units of cases built elsewhere (memory.py, globals.py, traps.py, ...),
+    each already under its own enable."""
     op, sel = d.op, d.sel
     deep, a, b = operands
     body = 1 - d.in_payload  # the next token is in an instruction's static span
@@ -95,4 +98,5 @@ def next_token(g: Graph, window: Window, nxt: Record, d: Decoded,
                        op["br_unless"] + sel[0] + body - 2)
     for name, token in (("br", JUMP), ("jump", JUMP), ("call", CALL)):
         units += U.enabled(U.constant(token), op[name] + sel[0] + body - 2)
+    units += list(extra)
     return g.ffn("next_token", units, range=Range(0, vocab.SIZE - 1, integer=True))

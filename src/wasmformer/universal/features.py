@@ -13,14 +13,17 @@ from dataclasses import dataclass
 
 from wasmformer.graph import Graph, Node
 from wasmformer.machine import vocab
+from wasmformer.machine.semantics import LOADS, STORES
 
 from .alu import ALU_OPS
+from .memops import OP_COLUMNS as MEMORY_OP_COLUMNS
 
 # Ops the interpreter graph executes besides the ALU's (docs/PROTOCOL.md names them all).
 CONTROL_OPS = ("param", "result", "copy", "select", "br", "br_if", "br_unless", "jump", "call",
                "return")
 FLAGS = ("JUMP", "CALL", "RET", "CODE", "FUNCS", "SRC_STACK", "SRC_LOCAL", "SRC_CONST",
-         "DST_PUSH", "DST_SET", "DST_TEE")
+         "DST_PUSH", "DST_SET", "DST_TEE", "MEM", "GLOBALS", "MEMORY", "TRAP", "JTAB",
+         "TABLES", "ELEMS")
 
 
 def op_id(op: str) -> int:
@@ -41,6 +44,18 @@ def operand_bytes(op: str) -> tuple[int, int]:
         return 0, -1
     if op == "select":
         return -1, 4
+    return _memory_operand_bytes(op)
+
+
+def _memory_operand_bytes(op: str) -> tuple[int, int]:
+    """Loads: the address (B); stores: the address (A) and the value (B, its type's width);
+    ``global.set``: the value (W bytes)."""
+    if op in LOADS:
+        return 0, 4
+    if op in STORES:
+        return 4, 8 if op.startswith("i64") else 4
+    if op == "global.set":
+        return 0, -1
     return 0, 0
 
 
@@ -57,6 +72,8 @@ class TokenFeatures:
     a_sized_by_w: Node  # on OP:<op>: 1 when slot A's size is the record's W (select)
     sized_by_w: Node  # on OP:<op>: 1 when slot B's size is the record's W (copy, return, ...)
     deep: Node  # on OP:<op>: 1 when it pops an operand below slots A and B (select)
+    extra: dict[str, Node]  # is_byte, and memops.OP_COLUMNS (memory and global ops)
+    indirect: Node  # 1 on OP:call_indirect (its arguments sit below the table index)
 
     def named(self, name: str) -> Node:
         """A feature by name: 'byte', 'bit3', a FLAGS name, 'callret', 'is_op', 'op_id', ..."""
@@ -64,6 +81,8 @@ class TokenFeatures:
             return self.bits[int(name[3:])]
         if name in self.flag:
             return self.flag[name]
+        if name in self.extra:
+            return self.extra[name]
         return getattr(self, name)
 
 
@@ -90,4 +109,8 @@ def token_features(g: Graph) -> TokenFeatures:
                             lambda t: int(t in ops and operand_bytes(ops[t])[0] < 0)),
         sized_by_w=column("sized_by_w", lambda t: int(t in ops and operand_bytes(ops[t])[1] < 0)),
         deep=column("deep", lambda t: int(t in ops and ops[t] == "select")),
+        extra={"is_byte": column("is_byte", lambda t: int(vocab.is_byte(t))),
+               **{name: column(name, lambda t, f=f: f(ops[t]) if t in ops else 0)
+                  for name, f in MEMORY_OP_COLUMNS.items()}},
+        indirect=column("indirect", lambda t: int(t in ops and ops[t] == "call_indirect")),
     )

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 from wasmformer.graph import GraphError
 from wasmformer.machine.fuse import FusedProgram
+from wasmformer.machine.semantics import LOADS, STORES
 
-from .alu import ALU_OPS
+from .alu import ALU_OPS, DIVISION
 
 SLOT_LIMIT = 256  # stack heights, local indices and call depths are read from their low byte
 
@@ -23,7 +24,9 @@ class Limits:
     max_len: int = 2048  # positions: prompt + trace
     pc_bytes: int = 2  # fused pcs and C(pc) below 256**pc_bytes
     max_depth: int = 8  # call depths 0 .. max_depth - 1
-    ops: tuple[str, ...] = field(default_factory=lambda: tuple(sorted(ALU_OPS)))  # ALU ops built
+    # ALU ops built: by default all but division (13-34 FFN layers deep: ask for it by name)
+    ops: tuple[str, ...] = field(default_factory=lambda: tuple(sorted(set(ALU_OPS) - set(DIVISION))))
+    mem_bits: int = 17  # linear memory (and every static offset) below 2**mem_bits bytes
 
     def __post_init__(self) -> None:
         unknown = [op for op in self.ops if op not in ALU_OPS]
@@ -33,6 +36,14 @@ class Limits:
             raise GraphError("pc_bytes must be 1, 2 or 3")
         if not 1 <= self.max_depth <= SLOT_LIMIT:
             raise GraphError(f"max_depth must be within 1..{SLOT_LIMIT}")
+        if not 16 <= self.mem_bits <= 32:
+            raise GraphError("mem_bits must be within 16..32")
+
+    @property
+    def call_depth_limit(self) -> int:
+        """The reference executor's ``HostLimits.max_call_depth`` this graph agrees with: a
+        call made at depth max_depth - 1 traps (STACK_EXHAUSTED, universal/traps.py)."""
+        return self.max_depth - 1
 
     def check(self, fused: FusedProgram, length: int) -> None:
         """Raise unless ``fused`` run over ``length`` positions is within these limits."""
@@ -51,3 +62,24 @@ class Limits:
             if len(f.locals) > SLOT_LIMIT:
                 raise GraphError(f"function {f.index} has {len(f.locals)} locals: over "
                                  f"{SLOT_LIMIT}")
+        self._check_memory(fused)
+
+    def _check_memory(self, fused: FusedProgram) -> None:
+        """Memory, offsets and global indices within what the keys are built for."""
+        module = fused.program.module
+        top = 2 ** self.mem_bits
+        for mem in module.mem_types:
+            pages = mem.limits.min  # the size, unless memory.grow runs
+            if any(fi.op == "memory.grow" for fi in fused.code):
+                pages = max(pages, mem.limits.max or 65536)
+            if pages * 65536 > top:
+                raise GraphError(f"memory of {pages} pages: over the graph's 2**{self.mem_bits} "
+                                 f"bytes (Limits.mem_bits; the memory keys' range, which "
+                                 f"float64 exactness bounds)")
+        for pc, fi in enumerate(fused.code):
+            if fi.op in LOADS or fi.op in STORES:
+                if fi.args[0] >= top:
+                    raise GraphError(f"pc {pc}: memory offset {fi.args[0]} over the graph's "
+                                     f"2**{self.mem_bits} (Limits.mem_bits)")
+        if len(module.global_types) > SLOT_LIMIT:
+            raise GraphError(f"{len(module.global_types)} globals: over {SLOT_LIMIT}")

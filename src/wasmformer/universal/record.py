@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from wasmformer.graph import Graph, GraphError, Linear, LinearLike, as_linear
 from wasmformer.machine.prompt import CODE_FIELDS, CODE_RECORD
 
+from .memops import OP_COLUMNS as MEMORY_OP_COLUMNS
 from .window import SPAN, VALUE, Window
 
 SIZE: dict[str, int] = dict(CODE_FIELDS)
@@ -23,7 +24,8 @@ assert sum(SIZE.values()) == CODE_RECORD
 
 MODE_FLAGS = ("SRC_STACK", "SRC_LOCAL", "SRC_CONST")
 DST_FLAGS = ("DST_PUSH", "DST_SET", "DST_TEE")
-OP_FEATURES = ("op_id", "wide_a", "wide_b", "a_sized_by_w", "sized_by_w", "deep")
+OP_FEATURES = ("op_id", "wide_a", "wide_b", "a_sized_by_w", "sized_by_w", "deep", "indirect",
+               *MEMORY_OP_COLUMNS)
 BITS = tuple(f"bit{i}" for i in range(8))
 
 

@@ -112,6 +112,15 @@ def read_state(g: Graph, window: Window, keys: WriteKeys, nxt: Record, anchor: A
         frame=anchor.frame)
 
 
+def local_miss(local: Read, frame: Linear) -> Linear:
+    """z: 0 exactly when the local lookup matched its address and the write is of the
+    reader's ``frame`` (else the local is unwritten in this frame: it reads 0). The
+    triangle relu(z + 1) - 2 relu(z) + relu(z - 1) is then [hit] for the assembling FFN."""
+    miss = local.matched - local.query
+    spread = math.ceil(max(-miss.range.lo, miss.range.hi)) + 1
+    return miss + spread * (local.frame - frame)
+
+
 def assemble(g: Graph, name: str, nxt: Record, slot: str, reads: Reads, wide: LinearLike,
              extra_stack: LinearLike = 0) -> Operand:
     """Operand slot ``slot`` ('A' or 'B') of the next instruction as 8 bytes and 64 bits.
@@ -123,10 +132,7 @@ def assemble(g: Graph, name: str, nxt: Record, slot: str, reads: Reads, wide: Li
     is_local = nxt.flag(slot, "SRC_LOCAL")
     is_stack = nxt.flag(slot, "SRC_STACK") + extra_stack
     stack, local = reads.stack[slot].window, reads.local[slot]
-    # z == 0 exactly when the local lookup matched its address and the write is of this frame
-    miss = local.matched - local.query
-    spread = math.ceil(max(-miss.range.lo, miss.range.hi)) + 1
-    z = miss + spread * (local.frame - reads.frame)
+    z = local_miss(local, reads.frame)
     off = math.ceil(max(-z.range.lo, z.range.hi)) + 2  # disables a unit when its enable is 0
     const = nxt.bytes(f"value{slot}"), nxt.bits(f"value{slot}")
     out_bytes, out_bits = [], []
