@@ -7,10 +7,10 @@ header the engine writes (``CALL entry 00 00`` + the arguments, from the token m
 KV cache, up to ``HALT``, ``EXIT code`` or ``TRAP reason payload``. The KV cache *is* the
 machine state, so later invocations continue the same stream (a persistent instance).
 
-Refusals come before any token is generated (``EngineRefusal``): a program the universal
-graph does not cover (``universal.supported``: the first unsupported instruction is named;
-host calls are among them), a program over the graph's limits, or a prompt that leaves no
-room in the largest proven bucket. The stream moves to a larger bucket (a model proven for
+Refusals come before any token is generated (``EngineRefusal``): an invocation that may
+reach an instruction the universal graph does not cover (``universal.supported``, through
+``coverage``: the first such instruction is named; host calls are among them), a program
+over the graph's limits, or a stream that leaves no room in the largest proven bucket. The stream moves to a larger bucket (a model proven for
 more positions) when it outgrows its model, by feeding the stream so far into the larger
 model's cache: the same tokens, so the same state. Budgets (``max_tokens`` generated tokens,
 a wall-clock deadline, the largest proven bucket) stop a run with ``BudgetExceeded``; the
@@ -19,6 +19,7 @@ stream is then cut mid-instruction and the session refuses further invocations.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from ..machine.reference import Deadline
 from ..machine.tokens import TokenMachine
 from ..model import Transformer
 from ..universal import Limits, supported
+from .coverage import Coverage
 from .models import BUCKETS, bucket_for, fast_model, universal_model
 
 HALT, EXIT, TRAP = vocab.tok("HALT"), vocab.tok("EXIT"), vocab.tok("TRAP")
@@ -63,16 +65,15 @@ class Invocation:
 class TorchSession:
     """One instance's token stream on the universal model."""
 
-    def __init__(self, instance: Instance, *, dtype: str = "float64", device: str = "cpu",
-                 sparse: bool = True):
+    def __init__(self, instance: Instance, *, dtype: str = "float64", device: str | None = None,
+                 sparse: bool | None = None):
         self.machine = TokenMachine(instance)  # the fused program and the invocation tokens
         self.fused = self.machine.fused
-        self.dtype, self.device, self.sparse = dtype, device, sparse
-        problems = supported(self.fused)
-        if problems:
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise EngineRefusal(f"the torch engine cannot execute this program yet: "
-                                f"{problems[0]}{more}")
+        # The device: WASMFORMER_DEVICE (default cpu). Sparse weights pay on a CPU only.
+        self.device = device or os.environ.get("WASMFORMER_DEVICE", "cpu")
+        self.dtype = dtype
+        self.sparse = self.device == "cpu" if sparse is None else sparse
+        self.coverage = Coverage(self.fused, supported(self.fused))
         try:
             Limits(max_len=BUCKETS[-1]).check(self.fused, 0)
         except GraphError as exc:
@@ -99,6 +100,11 @@ class TorchSession:
         callee, header = self.machine.invocation(name, args)
         if len(args) != len(callee.params):
             raise InputError(f"{name} takes {len(callee.params)} argument(s), got {len(args)}")
+        problems = self.coverage.uncovered(callee.index)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise EngineRefusal(f"the torch engine cannot execute this program yet: "
+                                f"{problems[0]}{more}")
         self._check_room(len(header), max_tokens)
         self.stream.extend(header)
         start = time.perf_counter()
