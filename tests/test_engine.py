@@ -186,3 +186,18 @@ def test_saved_model_loads_bit_identical(model, tmp_path: Path) -> None:
     tokens = torch.tensor([stream("clamp").tokens])
     with torch.inference_mode():
         assert torch.equal(loaded(tokens), dense(tokens))
+
+
+def test_stops_where_the_proven_positions_end(model, monkeypatch) -> None:
+    """With the 2048 bucket the largest, a loop whose prompt nearly fills it stops (exit 124)
+    when the stream reaches 2048 positions, never decoding past the proof."""
+    from wasmformer.engine import models, session
+
+    monkeypatch.setattr(models, "BUCKETS", (BUCKETS[0],))
+    monkeypatch.setattr(session, "BUCKETS", (BUCKETS[0],))
+    filler = " ".join(f"(local.set 0 (i32.add (local.get 0) (i32.const {i})))" for i in range(46))
+    wat = f'(module (func (export "f") (param i32) (loop br 0) {filler}))'
+    inst = wasmformer.load(wat)
+    with pytest.raises(BudgetExceeded, match="the stream reached 2,049 tokens, more than the "
+                                             "2,048 positions the universal model is proven"):
+        inst.invoke("f", [1], engine="torch")

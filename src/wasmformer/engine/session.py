@@ -183,8 +183,8 @@ class TorchSession:
             return
         bucket = bucket_for(positions)
         if bucket is None:
-            self._stop(f"the stream reached {positions - 1:,} positions, the most the universal "
-                       f"model is proven exact for")
+            self._stop(f"the stream reached {positions:,} tokens, more than the "
+                       f"{BUCKETS[-1]:,} positions the universal model is proven exact for")
         choose = fast_model if self.sparse else universal_model
         self.model = choose(bucket, self.dtype, self.device)
         self.cache = self.model.new_cache()
