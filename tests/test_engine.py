@@ -59,6 +59,9 @@ def check_program(name: str) -> int:
         assert got.tokens == trace.tokens, f"{name}: {export}{tuple(args)}"
         assert got.ending == "halt" and got.outcome.results == trace.results
         generated += got.generated
+    session.rewind()  # back to the prompt (its cache kept): as a fresh stream
+    export, args = calls[0]
+    assert session.invoke(export, args).tokens == want.traces[0].tokens
     return generated
 
 

@@ -6,10 +6,11 @@ evolves as the suite expects. Before the reference runs an ``assert_return``/``a
 stream whose prompt is the reference instance's state at that moment:
 
 - one stream serves consecutive assertions while the module's state (memory, globals,
-  tables) is unchanged and the stream fits the largest proven bucket; otherwise a fresh
-  stream starts from the current state. That is exact by construction: a prompt describes
-  the state its trace starts from (docs/PROTOCOL.md), and a fresh stream is what a fresh
-  ``Instance`` would build from that state;
+  tables) is unchanged and the stream fits the largest proven bucket; when it does not fit,
+  the stream is rewound to its prompt (``TorchSession.rewind``: the prompt's cache is kept),
+  and when the state changed, a fresh stream starts from the current state. That is exact
+  by construction: a prompt describes the state its trace starts from (docs/PROTOCOL.md),
+  and both are the stream a fresh ``Instance`` would build from that state;
 - an invocation that may reach an instruction the graph does not cover is *refused* (never
   run); everything it runs must give the expected results or trap.
 
@@ -46,6 +47,7 @@ class TorchTally:
     unsupported: int = 0  # refused: the invocation may reach an uncovered instruction
     too_long: int = 0  # refused: prompt + trace over the proven positions
     streams: int = 0  # token streams started (prefills of a prompt)
+    rewinds: int = 0  # streams rewound to their prompt (``TorchSession.rewind``)
     tokens: int = 0  # tokens generated
     failures: list[str] = field(default_factory=list)
 
@@ -95,10 +97,14 @@ class TorchScriptRunner:
             pass
 
     def stream_for(self, inst: Instance, fresh: bool) -> TorchSession:
+        """The stream for the next assertion; ``fresh``: one without earlier invocations."""
         key = state_key(inst)
-        if fresh or self.session is None or key != self.key:
+        if self.session is None or key != self.key:
             self.session, self.key = TorchSession(inst), key
             self.tally.streams += 1
+        elif fresh:  # same state as the prompt's: rewinding is a fresh stream, prefill kept
+            self.session.rewind()
+            self.tally.rewinds += 1
         return self.session
 
     def check_torch(self, cmd: dict, inst: Instance, name: str, args: list) -> None:
@@ -153,12 +159,13 @@ def main(names: list[str]) -> None:
     import time
 
     print(f"{'file':12} {'passed':>7} {'failed':>7} {'unsupported':>12} {'too long':>9} "
-          f"{'streams':>8} {'tokens':>8} {'seconds':>8}")
+          f"{'streams':>8} {'rewinds':>8} {'tokens':>8} {'seconds':>8}")
     for name in names:
         start = time.perf_counter()
         t = TorchScriptRunner(name).run()
         print(f"{name:12} {t.passed:7} {t.failed:7} {t.unsupported:12} {t.too_long:9} "
-              f"{t.streams:8} {t.tokens:8} {time.perf_counter() - start:8.1f}", flush=True)
+              f"{t.streams:8} {t.rewinds:8} {t.tokens:8} {time.perf_counter() - start:8.1f}",
+              flush=True)
         for f in t.failures[:5]:
             print("   ", f)
 

@@ -85,6 +85,15 @@ class TorchSession:
         self.fed = 0  # tokens of the stream in the cache
         self.cut = ""  # why the stream can no longer continue (a budget stop)
 
+    def rewind(self) -> None:
+        """Drop every invocation: the stream is the prompt again, whose cache is kept (the
+        same tokens give the same keys and values). The result is a fresh session on the
+        state the prompt describes, exact only while the instance's state (memory, globals,
+        tables) is still that state: the caller vouches for it."""
+        del self.stream[self.prompt_length:]
+        self.fed = min(self.fed, self.prompt_length)
+        self.cut = ""
+
     # --- one invocation ---
 
     def invoke(self, name: str, args: Sequence[Any] = (), *, max_tokens: int | None = None,
