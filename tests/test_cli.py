@@ -252,8 +252,9 @@ def test_torch_engine_refuses_what_it_does_not_cover(tmp_path: Path) -> None:
     prog = tmp_path / "exit.wat"
     prog.write_text(EXIT_THREE)
     assert_one_clean_line(wasmformer("run", str(prog), "--engine", "torch"), 2,
-                          "the torch engine cannot execute this program yet: pc 0: call of an "
-                          "imported function (a host call)")
+                          "call of an imported function (a host call)")
+    assert_one_clean_line(wasmformer("run", str(prog), "--engine", "torch"), 2,
+                          "the torch engine cannot execute this program yet: pc ")
     assert wasmformer("run", str(prog)).returncode == 3  # the reference engine runs it
 
 
