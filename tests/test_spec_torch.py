@@ -49,7 +49,7 @@ class TorchTally:
     streams: int = 0  # token streams started (prefills of a prompt)
     rewinds: int = 0  # streams rewound to their prompt (``TorchSession.rewind``)
     tokens: int = 0  # tokens generated
-    failures: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list, repr=False)
 
 
 def state_key(inst: Instance) -> str:
@@ -62,8 +62,9 @@ def state_key(inst: Instance) -> str:
 
 
 class TorchScriptRunner:
-    def __init__(self, name: str):
+    def __init__(self, name: str, progress: bool = False):
         self.name = name
+        self.progress = progress
         self.linker = Linker(SpectestHost())
         self.current: Instance | None = None
         self.session: TorchSession | None = None
@@ -126,6 +127,8 @@ class TorchScriptRunner:
             self.fail(cmd, f"{type(e).__name__}: {e}")
             return
         self.tally.tokens += ended.generated
+        if self.progress and (self.tally.passed + self.tally.failed) % 25 == 0:
+            print(f"  {self.name}: {self.tally}", flush=True)
         o = ended.outcome
         if cmd["type"] == "assert_trap":
             if o.trap is not None and o.trap.startswith(cmd["text"]):
@@ -162,7 +165,7 @@ def main(names: list[str]) -> None:
           f"{'streams':>8} {'rewinds':>8} {'tokens':>8} {'seconds':>8}")
     for name in names:
         start = time.perf_counter()
-        t = TorchScriptRunner(name).run()
+        t = TorchScriptRunner(name, progress=True).run()
         print(f"{name:12} {t.passed:7} {t.failed:7} {t.unsupported:12} {t.too_long:9} "
               f"{t.streams:8} {t.rewinds:8} {t.tokens:8} {time.perf_counter() - start:8.1f}",
               flush=True)
