@@ -133,14 +133,29 @@ START = """(module (func (export "_start") (local $i i32)
 
 MEMORY = """(module (memory 1) (func (export "f") (param i32) (result i32)
   (i32.store (local.get 0) (i32.const 7)) (i32.load (local.get 0))))"""
+FILL = """(module (memory 1) (func (export "f") (param i32)
+  (memory.fill (local.get 0) (i32.const 7) (i32.const 3))))"""
 HOST_CALL = """(module
   (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
   (func (export "_start") (call $exit (i32.const 3))))"""
 
 
 def test_refuses_an_instruction_the_graph_does_not_cover() -> None:
-    with pytest.raises(EngineRefusal, match=r"cannot execute this program yet: pc \d+: i32.store"):
-        wasmformer.load(MEMORY).invoke("f", [8], engine="torch")
+    with pytest.raises(EngineRefusal,
+                       match=r"cannot execute this program yet: pc \d+: memory.fill"):
+        wasmformer.load(FILL).invoke("f", [1], engine="torch")
+
+
+def test_memory_through_the_torch_engine() -> None:
+    torch_instance, reference = wasmformer.load(MEMORY), wasmformer.load(MEMORY)
+    for address in (8, 65532, 65533):
+        try:
+            want = reference.invoke("f", [address])
+        except wasmformer.Trap as exc:
+            with pytest.raises(wasmformer.Trap, match=exc.reason):
+                torch_instance.invoke("f", [address], engine="torch")
+        else:
+            assert torch_instance.invoke("f", [address], engine="torch") == want
 
 
 def test_refuses_a_host_call() -> None:
