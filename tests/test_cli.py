@@ -227,3 +227,84 @@ def test_prompt_too_large(tmp_path: Path) -> None:
     prog.write_text('(module (memory 1024) (func $s (memory.fill (i32.const 0) (i32.const 7)'
                     ' (i32.const 0x4000000))) (start $s) (func (export "_start")))')
     assert_one_clean_line(wasmformer("trace", str(prog)), 2, "prompt too large: more than")
+
+
+# --- the torch engine and the build command ---
+
+LOOP_FIVE = """(module (func (export "_start") (local $i i32)
+  (loop $l (local.set $i (i32.add (local.get $i) (i32.const 1)))
+           (br_if $l (i32.lt_u (local.get $i) (i32.const 5))))))"""
+EXIT_THREE = """(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (func (export "_start") (call $exit (i32.const 3))))"""
+
+
+def test_run_engine_torch(tmp_path: Path) -> None:
+    prog = tmp_path / "loop.wat"
+    prog.write_text(LOOP_FIVE)
+    proc = wasmformer("run", str(prog), "--engine", "torch", "--stats")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == wasmformer("run", str(prog)).stdout == b""
+    assert b"engine=torch prompt=" in proc.stderr and b"tokens/s" in proc.stderr
+
+
+def test_torch_engine_refuses_what_it_does_not_cover(tmp_path: Path) -> None:
+    prog = tmp_path / "exit.wat"
+    prog.write_text(EXIT_THREE)
+    assert_one_clean_line(wasmformer("run", str(prog), "--engine", "torch"), 2,
+                          "call of an imported function (a host call)")
+    assert_one_clean_line(wasmformer("run", str(prog), "--engine", "torch"), 2,
+                          "the torch engine cannot execute this program yet: pc ")
+    assert wasmformer("run", str(prog)).returncode == 3  # the reference engine runs it
+
+
+def test_torch_engine_refuses_a_long_stream(tmp_path: Path) -> None:
+    body = " ".join(f"(local.set $x (i32.add (local.get $x) (i32.const {i})))" for i in range(200))
+    prog = tmp_path / "long.wat"
+    prog.write_text(f'(module (func (export "_start") (local $x i32) {body}))')
+    assert_one_clean_line(wasmformer("run", str(prog), "--engine", "torch"), 2,
+                          "the universal model is proven exact for at most")
+
+
+def test_torch_token_budget(tmp_path: Path) -> None:
+    prog = tmp_path / "loop.wat"
+    prog.write_text(LOOP_FOREVER)
+    assert_one_clean_line(wasmformer("run", str(prog), "--engine", "torch", "--max-tokens", "30"),
+                          124, "token budget of 30 exhausted (trace tokens generated)")
+
+
+def test_torch_wall_clock_budget(tmp_path: Path) -> None:
+    prog = tmp_path / "loop.wat"
+    prog.write_text(LOOP_FOREVER)
+    assert_one_clean_line(wasmformer("run", str(prog), "--engine", "torch", "--timeout", "0.5"),
+                          124, "wall-clock budget of 0.5 s exhausted after")
+
+
+def test_max_tokens_needs_torch(tmp_path: Path) -> None:
+    prog = tmp_path / "loop.wat"
+    prog.write_text(LOOP_FIVE)
+    assert_one_clean_line(wasmformer("run", str(prog), "--max-tokens", "9"), 2,
+                          "max_tokens bounds the torch engine")
+
+
+def test_build_float32_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "m32.safetensors"
+    assert_one_clean_line(wasmformer("build", "--dtype", "float32", "--max-len", "2048", "-o",
+                                     str(out)), 2, "float32 at max_len 2048 is not proven exact")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_build_writes_a_model_that_loads_bit_identical(tmp_path: Path) -> None:
+    import torch
+
+    from wasmformer.engine import universal_model
+    from wasmformer.model import load_model
+
+    out = tmp_path / "m.safetensors"
+    proc = wasmformer("build", "--max-len", "2048", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert b"universal model: float64, max_len 2048" in proc.stderr
+    loaded, built = load_model(out), universal_model(2048)
+    tokens = torch.arange(0, 900).remainder(931).view(1, -1)  # any tokens: the same numbers
+    with torch.inference_mode():
+        assert torch.equal(loaded(tokens), built(tokens))

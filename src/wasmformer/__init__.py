@@ -8,10 +8,12 @@ from .api import Instance, RunResult, TraceResult, load, run, trace
 from .errors import (
     BudgetExceeded,
     CompileError,
+    EngineRefusal,
     InputError,
     InvalidModule,
     LinkError,
     MalformedModule,
+    ModelNotProven,
     Trap,
     WasmformerError,
 )
@@ -19,11 +21,13 @@ from .errors import (
 __all__ = [
     "BudgetExceeded",
     "CompileError",
+    "EngineRefusal",
     "InputError",
     "Instance",
     "InvalidModule",
     "LinkError",
     "MalformedModule",
+    "ModelNotProven",
     "RunResult",
     "TraceResult",
     "Trap",

@@ -2,11 +2,14 @@
 
 Both take a path (.c/.wat/.wasm), C or .wat source text, or wasm bytes. The
 ``engine`` argument picks the executor; every engine must give the same
-results. Engines plug in here; today there is the reference machine.
+results. ``reference``: the reference machine. ``torch``: the universal transformer
+(``wasmformer.engine``) generates the trace greedily; it refuses (``EngineRefusal``),
+before generating anything, a program its graph does not cover yet.
 
-Resource limits: ``max_steps`` (executed instructions) and ``timeout`` (wall-clock
-seconds, counted from instantiation) stop a run with ``BudgetExceeded``; ``limits``
-(``machine.HostLimits``) bounds memory pages, table elements and call depth.
+Resource limits: ``max_steps`` (executed instructions, reference engine), ``max_tokens``
+(generated trace tokens, torch engine) and ``timeout`` (wall-clock seconds, counted from
+instantiation) stop a run with ``BudgetExceeded``; ``limits`` (``machine.HostLimits``)
+bounds memory pages, table elements and call depth.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from . import machine
+from .engine import Invocation, TorchSession
 from .errors import InputError, Trap
 from .machine import Deadline, HostLimits
 from .machine.prompt import MAX_PROMPT_TOKENS, prompt_tokens
@@ -24,8 +28,8 @@ from .machine.tokens import TokenMachine, Trace
 from .toolchain import program_bytes
 from .wasm import load_module
 
-ENGINES = ("reference",)
-PLANNED_ENGINES = ("torch", "fast")
+ENGINES = ("reference", "torch")
+PLANNED_ENGINES = ("fast",)
 
 Program = str | bytes | os.PathLike
 
@@ -62,6 +66,7 @@ class Instance:
         self.module = load_module(resolved.wasm)
         self._machine = machine.Instance(self.module, host=host, limits=limits or HostLimits(),
                                          max_steps=max_steps, deadline=_deadline(timeout))
+        self._torch: TorchSession | None = None  # the token stream, once torch has run
 
     def invoke(
         self,
@@ -70,12 +75,43 @@ class Instance:
         *,
         engine: str = "reference",
         max_steps: int | None = None,
+        max_tokens: int | None = None,
         timeout: float | None = None,
     ) -> list:
-        """Call an exported function; returns its results (i32/i64 as signed ints)."""
+        """Call an exported function; returns its results (i32/i64 as signed ints).
+
+        ``engine="torch"`` continues this instance's token stream (the model's KV cache
+        holds the state), so every later invocation must use it too."""
         _check_engine(engine)
+        if engine == "torch":
+            if max_steps is not None:
+                raise InputError("max_steps bounds the reference engine; the torch engine's "
+                                 "budget is max_tokens")
+            ended = self.invoke_torch(export_name, args, max_tokens=max_tokens, timeout=timeout)
+            if ended.outcome.trap is not None:
+                raise Trap(ended.outcome.trap)
+            if ended.ending == "exit":
+                raise machine.ProcExit(ended.outcome.exit_code or 0)
+            return ended.outcome.results
+        if self._torch is not None:
+            raise InputError("this instance ran on the torch engine, whose token stream holds "
+                             "its state: invoke it with engine='torch', or load it again")
+        if max_tokens is not None:
+            raise InputError("max_tokens bounds the torch engine; the reference engine's "
+                             "budget is max_steps")
         return self._machine.invoke(export_name, list(args), max_steps=max_steps,
                                     deadline=_deadline(timeout))
+
+    def invoke_torch(self, export_name: str, args: Sequence[int] = (), *,
+                     max_tokens: int | None = None, timeout: float | None = None,
+                     on_output: Callable[[int, bytes], None] | None = None) -> Invocation:
+        """An invocation on the torch engine, with its tokens: the header and the generated
+        trace. ``on_output(fd, data)`` receives output bytes as they are generated."""
+        if self._torch is None:  # the prompt holds the state the instance has now
+            self._torch = TorchSession(self._machine)
+        deadline = _deadline(timeout) or self._machine.deadline
+        return self._torch.invoke(export_name, list(args), max_tokens=max_tokens,
+                                  deadline=deadline, on_output=on_output)
 
     @property
     def instructions(self) -> int:
@@ -93,10 +129,12 @@ class RunResult:
     stdout: bytes
     stderr: bytes
     exit_code: int
-    instructions: int
+    instructions: int | None  # None for the torch engine (it counts tokens)
     seconds: float
-    tokens: int | None = None  # trace tokens: set by the transformer engines
+    tokens: int | None = None  # trace tokens (header and generated): set by the torch engine
     trap: str | None = None  # the trap reason, when the program trapped (exit code 134)
+    prompt_tokens: int | None = None  # torch engine: the prompt's length
+    decode_seconds: float | None = None  # torch engine: time spent generating tokens
 
 
 def run(
@@ -104,6 +142,7 @@ def run(
     *,
     engine: str = "reference",
     max_steps: int | None = None,
+    max_tokens: int | None = None,
     timeout: float | None = None,
     limits: HostLimits | None = None,
     on_stdout: Callable[[bytes], None] | None = None,
@@ -112,9 +151,10 @@ def run(
     """Run a WASI program's ``_start`` to completion.
 
     ``on_stdout``/``on_stderr`` receive output bytes as they are written
-    (for streaming); the result also holds all of it. A trap returns
-    ``exit_code=134`` with ``trap`` set; a budget overrun (``max_steps``
-    instructions, ``timeout`` seconds) raises BudgetExceeded.
+    (for streaming; the torch engine: as it generates them); the result also holds
+    all of it. A trap returns ``exit_code=134`` with ``trap`` set; a budget overrun
+    (``max_steps`` instructions, ``max_tokens`` generated tokens, ``timeout`` seconds)
+    raises BudgetExceeded.
     """
     _check_engine(engine)
     out, err = bytearray(), bytearray()
@@ -133,11 +173,15 @@ def run(
     start = time.perf_counter()
     instance = None
     trap = None
+    if engine == "torch":
+        return _run_torch(program, max_steps, max_tokens, timeout, limits, host, start)
+    if max_tokens is not None:
+        raise InputError("max_tokens bounds the torch engine; the reference engine's "
+                         "budget is max_steps")
     try:
         instance = Instance(program, host=host, limits=limits, max_steps=max_steps,
                             timeout=timeout)
-        if "_start" not in {e.name for e in instance.module.exports if e.kind == "func"}:
-            raise InputError(f"{instance.name}: no exported _start function to run")
+        _check_start(instance)
         instance.invoke("_start", max_steps=max_steps)  # under the instance's timeout
         exit_code = 0
     except machine.ProcExit as exc:
@@ -152,6 +196,34 @@ def run(
         seconds=time.perf_counter() - start,
         trap=trap,
     )
+
+
+def _check_start(instance: Instance) -> None:
+    if "_start" not in {e.name for e in instance.module.exports if e.kind == "func"}:
+        raise InputError(f"{instance.name}: no exported _start function to run")
+
+
+def _run_torch(program: Program, max_steps: int | None, max_tokens: int | None,
+               timeout: float | None, limits: HostLimits | None, host: machine.WasiHost,
+               start: float) -> RunResult:
+    """``run`` on the torch engine: ``_start`` as generated tokens (the start function, if
+    the module has one, runs on the reference machine at instantiation: its effects are in
+    the prompt)."""
+    try:
+        instance = Instance(program, host=host, limits=limits, max_steps=max_steps,
+                            timeout=timeout)
+    except Trap as exc:
+        return RunResult(b"", b"", Trap.exit_code, None, time.perf_counter() - start,
+                         trap=exc.reason)
+    _check_start(instance)
+    write = {1: host.write_stdout, 2: host.write_stderr}
+    ended = instance.invoke_torch("_start", max_tokens=max_tokens,
+                                  on_output=lambda fd, data: write[fd](data))
+    outcome = ended.outcome
+    return RunResult(outcome.stdout, outcome.stderr, outcome.exit_code or 0, None,
+                     time.perf_counter() - start, tokens=len(ended.tokens), trap=outcome.trap,
+                     prompt_tokens=instance._torch.prompt_length if instance._torch else None,
+                     decode_seconds=ended.decode_seconds)
 
 
 @dataclass(frozen=True)
@@ -192,8 +264,7 @@ def trace(program: Program, *, max_steps: int | None = None, timeout: float | No
     except Trap as exc:
         return TraceResult([], None, b"", b"", Trap.exit_code, 0, time.perf_counter() - start,
                            trap=exc.reason)
-    if "_start" not in {e.name for e in instance.module.exports if e.kind == "func"}:
-        raise InputError(f"{instance.name}: no exported _start function to run")
+    _check_start(instance)
     tm = TokenMachine(instance._machine, host)
     prompt = prompt_tokens(instance._machine, tm.fused, tm.func_index, max_prompt_tokens)
     t = tm.invoke("_start", max_steps=max_steps)

@@ -17,10 +17,12 @@ from rich.console import Console
 
 from . import api
 from . import dataset as datasets
+from .engine import BUCKETS, universal_model
 from .errors import BudgetExceeded, InputError, WasmformerError
 from .machine import HostLimits
 from .machine.runtime import MAX_PAGES
 from .machine.tokens import trace_lines
+from .model import save_model
 from .toolchain import program_bytes
 from .wasm import load_module
 
@@ -40,8 +42,12 @@ DEFAULT_MAX_STEPS = 1_000_000_000
 MAX_STEPS_OPTION = typer.Option(
     DEFAULT_MAX_STEPS,
     "--max-steps",
-    "--max-tokens",
     help="Stop (exit 124) after this many executed instructions; 0 means no limit.",
+)
+MAX_TOKENS_OPTION = typer.Option(
+    0, "--max-tokens", min=0,
+    help="--engine torch: stop (exit 124) after generating this many trace tokens; 0: up to "
+         "the model's proven positions.",
 )
 
 
@@ -77,11 +83,15 @@ def _write_stream(stream) -> Callable[[bytes], None]:
     return write
 
 
-def _write_atomically(target: Path, data: bytes) -> None:
-    """Write via a temporary file and a rename, so a failure never leaves a partial file."""
+def _write_atomically(target: Path, data: bytes | Callable[[Path], None]) -> None:
+    """Write ``data`` (bytes, or a function writing a file) via a temporary file and a
+    rename, so a failure never leaves a partial file."""
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_bytes(data)
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            data(tmp)
         tmp.replace(target)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -91,8 +101,9 @@ def _write_atomically(target: Path, data: bytes) -> None:
 @app.command()
 def run(
     program: str = typer.Argument(..., help="PROG.c, PROG.wat or PROG.wasm (a WASI program)."),
-    engine: str = typer.Option("reference", help="Executor: reference (torch and fast: coming)."),
+    engine: str = typer.Option("reference", help="Executor: reference or torch (fast: coming)."),
     max_steps: int = MAX_STEPS_OPTION,
+    max_tokens: int = MAX_TOKENS_OPTION,
     timeout: float = TIMEOUT_OPTION,
     max_memory_pages: int = MEMORY_PAGES_OPTION,
     max_call_depth: int = CALL_DEPTH_OPTION,
@@ -108,6 +119,7 @@ def run(
             program,
             engine=engine,
             max_steps=max_steps or None,
+            max_tokens=max_tokens or None,
             timeout=timeout or None,
             limits=HostLimits(max_call_depth=max_call_depth, max_memory_pages=max_memory_pages),
             on_stdout=_write_stream(stdout),
@@ -118,15 +130,21 @@ def run(
     if result.trap is not None:
         err_console.print(f"trap: {result.trap}", markup=False)
     if stats:
-        seconds = time.perf_counter() - start
-        rate = result.instructions / result.seconds if result.seconds > 0 else 0.0
-        err_console.print(
-            f"engine={engine} instructions={result.instructions} "
-            f"wall={seconds:.3f}s run={result.seconds:.3f}s speed={rate:,.0f} instr/s "
-            f"exit={result.exit_code}",
-            markup=False,
-        )
+        _print_stats(engine, result, time.perf_counter() - start)
     raise typer.Exit(result.exit_code)
+
+
+def _print_stats(engine: str, result: api.RunResult, seconds: float) -> None:
+    if result.tokens is not None:  # a transformer engine: tokens, not instructions
+        decode = result.decode_seconds or 0.0
+        rate = result.tokens / decode if decode > 0 else 0.0
+        line = (f"engine={engine} prompt={result.prompt_tokens} tokens={result.tokens} "
+                f"wall={seconds:.3f}s decode={decode:.3f}s speed={rate:,.1f} tokens/s")
+    else:
+        rate = (result.instructions or 0) / result.seconds if result.seconds > 0 else 0.0
+        line = (f"engine={engine} instructions={result.instructions} wall={seconds:.3f}s "
+                f"run={result.seconds:.3f}s speed={rate:,.0f} instr/s")
+    err_console.print(f"{line} exit={result.exit_code}", markup=False)
 
 
 @app.command()
@@ -167,6 +185,33 @@ def trace(
         markup=False,
     )
     raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def build(
+    output: Path = typer.Option(None, "-o", "--output",
+                                help="Write the model here (safetensors); default: only the cache."),
+    dtype: str = typer.Option("float64", "--dtype", help="float64 or float32."),
+    max_len: int = typer.Option(BUCKETS[-1], "--max-len", min=1,
+                                help="Positions (prompt + trace) the model is built and proven for."),
+) -> None:
+    """Build the universal model (every instruction its graph executes), cached on disk.
+
+    The numerics guard must prove the model exact in DTYPE for MAX_LEN positions, or
+    nothing is written (exit 2).
+    """
+    start = time.perf_counter()
+    model = universal_model(max_len, dtype)
+    seconds = time.perf_counter() - start
+    if output is not None:
+        _write_atomically(output, lambda tmp: save_model(model, tmp))
+    card, cfg = model.info.get("card", {}), model.config
+    built = model.info.get("build_seconds")
+    err_console.print(
+        f"universal model: {dtype}, max_len {cfg.max_len}, {cfg.n_layer} layers, d_model "
+        f"{cfg.d_model}, {card.get('params', '?'):,} parameters; built in {built} s, "
+        f"ready in {seconds:.2f} s" + (f"; wrote {output}" if output is not None else ""),
+        markup=False)
 
 
 @app.command()

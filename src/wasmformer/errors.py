@@ -63,6 +63,21 @@ class LinkError(WasmformerError):
     exit_code = 2
 
 
+class ModelNotProven(WasmformerError):
+    """The numerics guard refuses to build a model in this dtype and length: it cannot prove
+    that the model emits the exact tokens (``model.numerics``)."""
+
+    exit_code = 2
+
+
+class EngineRefusal(WasmformerError):
+    """A transformer engine refuses, before it generates a token, a program or a stream it is
+    not proven to execute exactly: an instruction its graph does not cover (a host call among
+    them), or more positions than its model is proven for."""
+
+    exit_code = 2
+
+
 class Trap(WasmformerError):
     """The program trapped. ``reason`` is the spec's wording, e.g. 'integer divide by zero'."""
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BudgetExceeded, LinkError, Trap
-from .fuse import SET, FusedInstr, FusedProgram, fuse, width
+from .fuse import SET, FusedFunc, FusedInstr, FusedProgram, fuse, width
 from .instance import Instance
 from .runtime import ExternRef, WasmFunction
 from .semantics import LOADS, STORES, effective_address
@@ -143,16 +143,9 @@ class TokenMachine:
 
         ``on_tokens`` (optional) receives the tokens as they are produced, in chunks.
         """
-        f = self.instance.exports.get(name)
-        if not isinstance(f, WasmFunction) or f.instance is not self.instance:
-            raise LinkError(f"no exported function of this module named {name!r}")
-        callee = self.fused.func(f.index)
+        callee, header = self.invocation(name, args)
         self.trace = trace = Trace(self.fused)
         self.on_tokens, self.flushed = on_tokens, 0
-        values = [self._encode_arg(v, t) for v, t in zip(args, callee.params, strict=False)]
-        header = [CALL, *le(callee.entry, PC_BYTES), *le(0, DEPTH_BYTES)]
-        for v, t in zip(values, callee.params, strict=False):
-            header += self._value(v, t)
         trace.tokens.extend(header)
         trace.pcs.append(-1)
         trace.ends.append(len(header))
@@ -182,6 +175,18 @@ class TokenMachine:
             self.outputs.clear()
         self._flush(final=True)
         return trace
+
+    def invocation(self, name: str, args: Sequence[Any] = ()) -> tuple[FusedFunc, list[int]]:
+        """Export ``name``'s fused function and the tokens that begin its invocation (written
+        by the engine, not generated): ``CALL`` entry, depth 0, the arguments' bytes."""
+        f = self.instance.exports.get(name)
+        if not isinstance(f, WasmFunction) or f.instance is not self.instance:
+            raise LinkError(f"no exported function of this module named {name!r}")
+        callee = self.fused.func(f.index)
+        header = [CALL, *le(callee.entry, PC_BYTES), *le(0, DEPTH_BYTES)]
+        for v, t in zip(args, callee.params, strict=False):
+            header += self._value(self._encode_arg(v, t), t)
+        return callee, header
 
     def _encode_arg(self, v: Any, t: str) -> Any:
         return v & ((1 << (8 * width(t))) - 1) if isinstance(v, int) else v

@@ -1,0 +1,25 @@
+"""The torch engine: programs executed by the universal model's greedy decoding.
+
+  models.py   the universal model per max_len bucket, built once, cached in process and on
+              disk (``universal_model``), and ``build_universal`` (no cache)
+  sparse.py   the same model with sparse linear maps (bit-identical, faster): the default
+  session.py  ``TorchSession``: one instance's token stream (prompt, then per invocation the
+              header and the generated trace) in one KV cache; refusals and budgets
+
+The API (``wasmformer.run(..., engine="torch")``, ``Instance.invoke(..., engine="torch")``)
+and the CLI (``wasmformer run --engine torch``, ``wasmformer build``) sit on top.
+"""
+
+from .models import (
+    BUCKETS,
+    DTYPES,
+    bucket_for,
+    build_universal,
+    fast_model,
+    model_key,
+    universal_model,
+)
+from .session import Invocation, TorchSession
+
+__all__ = ["BUCKETS", "DTYPES", "Invocation", "TorchSession", "bucket_for", "build_universal",
+           "fast_model", "model_key", "universal_model"]

@@ -1,0 +1,144 @@
+"""The universal model, built once per max_len bucket and cached (in process and on disk).
+
+``universal_model(max_len)`` builds the universal interpreter graph with every ALU op it
+has (``universal.build_universal_graph``), compiles it (``compiler.compile_graph``), builds
+the torch model (``model.build_model``: the numerics guard refuses a dtype/max_len it does
+not prove exact) and caches the weights under ``cache_dir()/models`` (``model.io``: safetensors
+with the config and a checksum). The cache key hashes the protocol version, the limits, the
+dtype and the source of every module the weights derive from, so a code change rebuilds.
+A refused build is cached too (its message), so a bucket beyond the proven range is not
+rebuilt on every run.
+
+Buckets: a model built for max_len N is proven for positions 0..N-1 only, so the engine
+picks the smallest bucket that holds the stream (``bucket_for``). Measured: float64 is
+proven up to 6144 positions (7168 is refused: the stack lookups' scores exceed 2**53).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from ..compiler import compile_graph
+from ..errors import InputError, ModelNotProven
+from ..machine.prompt import VERSION as PROTOCOL_VERSION
+from ..model import NumericsError, Transformer, build_model, load_model, save_model
+from ..toolchain import cache_dir
+from ..universal import Limits, build_universal_graph
+from .sparse import sparse_copy
+
+BUCKETS = (2048, 4096, 6144)  # max_len of the models the engine builds, smallest first
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+# The packages whose source determines the weights (the graph, its compiler, the model, and
+# the vocabulary and prompt layout the graph reads).
+_SOURCES = ("universal", "graph", "compiler", "model", "machine/vocab.py", "machine/prompt.py")
+
+
+_loaded: dict[tuple[int, str, str], Transformer] = {}  # (max_len, dtype, device)
+_refused: dict[tuple[int, str, str], str] = {}
+_fast: dict[tuple[int, str, str], Transformer] = {}
+
+
+def model_key(limits: Limits, dtype: str) -> str:
+    """A hash of everything the weights depend on."""
+    h = hashlib.sha256(f"protocol {PROTOCOL_VERSION}\n{limits!r}\n{dtype}\n".encode())
+    root = Path(__file__).resolve().parent.parent
+    for name in _SOURCES:
+        path = root / name
+        for f in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            h.update(f"\n{f.relative_to(root)}\n".encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:24]
+
+
+def build_universal(limits: Limits, dtype: str = "float64") -> Transformer:
+    """Build (no cache) the universal model; raises ModelNotProven where the guard refuses."""
+    start = time.perf_counter()
+    graph, _ = build_universal_graph(limits)
+    compiled = compile_graph(graph)
+    try:
+        model = build_model(compiled, DTYPES[dtype])
+    except NumericsError as exc:
+        raise ModelNotProven(_one_line(dtype, limits.max_len, str(exc))) from None
+    model.info["build_seconds"] = round(time.perf_counter() - start, 2)
+    return model
+
+
+def _one_line(dtype: str, max_len: int, message: str) -> str:
+    problems = message.split("; ")
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return (f"the universal model in {dtype} at max_len {max_len} is not proven exact: "
+            f"{problems[0].removeprefix(dtype + ': ')}{more}")
+
+
+def universal_model(max_len: int, dtype: str = "float64", device: str = "cpu") -> Transformer:
+    """The universal model for ``max_len`` positions on ``device``, from the in-process or
+    on-disk cache, built when neither has it. Raises ModelNotProven where the numerics guard
+    refuses."""
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r} (float64 or float32)")
+    if (max_len, dtype, device) in _loaded:
+        return _loaded[max_len, dtype, device]
+    model = _cpu_model(max_len, dtype)
+    if device != "cpu":  # Module.to moves in place: keep the CPU copy as it is
+        model = copy.deepcopy(model).to(device)
+    _loaded[max_len, dtype, device] = model
+    return _loaded[max_len, dtype, device]
+
+
+def fast_model(max_len: int, dtype: str = "float64", device: str = "cpu") -> Transformer:
+    """``universal_model`` with sparse linear maps (``sparse.sparse_copy``): bit-identical
+    outputs, several times faster per token on a CPU. Cached in process."""
+    if (max_len, dtype, device) not in _fast:
+        _fast[max_len, dtype, device] = sparse_copy(universal_model(max_len, dtype, device))
+    return _fast[max_len, dtype, device]
+
+
+def _cpu_model(max_len: int, dtype: str) -> Transformer:
+    at = (max_len, dtype, "cpu")
+    if at in _loaded:
+        return _loaded[at]
+    if at in _refused:
+        raise ModelNotProven(_refused[at])
+    limits = Limits(max_len=max_len)
+    path = cache_dir() / "models" / f"universal-{max_len}-{dtype}-{model_key(limits, dtype)}"
+    weights, refused = path.with_suffix(".safetensors"), path.with_suffix(".refused.json")
+    if refused.exists():
+        _refused[at] = json.loads(refused.read_text())["message"]
+        raise ModelNotProven(_refused[at])
+    if weights.exists():
+        model = load_model(weights)
+    else:
+        try:
+            model = build_universal(limits, dtype)
+        except ModelNotProven as exc:
+            message = json.dumps({"message": str(exc)})
+            _write(refused, lambda tmp: tmp.write_text(message))
+            _refused[at] = str(exc)
+            raise
+        _write(weights, lambda tmp: save_model(model, tmp))
+    _loaded[at] = model
+    return model
+
+
+def _write(target: Path, write) -> None:
+    """Write through a temporary file and a rename: a concurrent reader never sees half."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        tmp.replace(target)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a read-only cache only costs a rebuild next time
+
+
+def bucket_for(positions: int) -> int | None:
+    """The smallest bucket holding ``positions`` (None: over the largest)."""
+    return next((b for b in BUCKETS if b >= positions), None)

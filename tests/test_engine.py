@@ -1,0 +1,206 @@
+"""The torch engine (wasmformer.engine) against the reference token machine.
+
+- on the universal graph's programs (tests/universal_programs.py): the tokens the engine
+  generates equal the token machine's, token for token, invocation after invocation on one
+  persistent instance (the default run: the short ones; all of them: slow);
+- through the public API on hand-written .wat: ``invoke(..., engine="torch")`` gives the
+  reference engine's results, and its tokens are the token machine's;
+- refusals before any token (an instruction the graph does not cover, a host call, a stream
+  over the proven positions), the token budget, engines not mixed on one instance;
+- the sparse fast path is bit-identical to the dense model; a saved model loads back
+  bit-identical.
+
+The model is built once (``engine.universal_model``: cached on disk, then in process).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from universal_programs import PROGRAMS, stream  # noqa: E402
+
+import wasmformer  # noqa: E402
+from wasmformer.engine import BUCKETS, TorchSession, fast_model, universal_model  # noqa: E402
+from wasmformer.errors import BudgetExceeded, EngineRefusal, InputError  # noqa: E402
+from wasmformer.machine import Instance, TokenMachine  # noqa: E402
+from wasmformer.model import load_model, save_model  # noqa: E402
+from wasmformer.toolchain import program_bytes  # noqa: E402
+from wasmformer.wasm import load_module  # noqa: E402
+
+FAST = ("sum_to",)  # the default run's program (two invocations, 84 generated tokens)
+
+
+@pytest.fixture(scope="session")
+def model():
+    """The smallest bucket's model, built (or read from the disk cache) once."""
+    return fast_model(BUCKETS[0])
+
+
+def machine_instance(wat: str) -> Instance:
+    return Instance(load_module(program_bytes(wat).wasm))
+
+
+def check_program(name: str) -> int:
+    """Run ``name``'s invocations on one TorchSession; every token must be the token
+    machine's. Returns the tokens generated."""
+    wat, calls = PROGRAMS[name]
+    want = stream(name)
+    session = TorchSession(machine_instance(wat))
+    assert session.stream == want.prompt
+    generated = 0
+    for (export, args), trace in zip(calls, want.traces, strict=True):
+        got = session.invoke(export, args)
+        assert got.tokens == trace.tokens, f"{name}: {export}{tuple(args)}"
+        assert got.ending == "halt" and got.outcome.results == trace.results
+        generated += got.generated
+    session.rewind()  # back to the prompt (its cache kept): as a fresh stream
+    export, args = calls[0]
+    assert session.invoke(export, args).tokens == want.traces[0].tokens
+    return generated
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_engine_generates_the_token_machines_trace(model, name: str) -> None:
+    assert check_program(name) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(set(PROGRAMS) - set(FAST)))
+def test_engine_generates_every_programs_trace(model, name: str) -> None:
+    assert check_program(name) > 0
+
+
+# --- the public API on hand-written programs ---
+
+COUNTER = """(module
+  (func $sq (param i64) (result i64) (i64.mul (local.get 0) (local.get 0)))
+  (func (export "poly") (param $x i64) (param $k i32) (result i64)
+    (i64.add (call $sq (local.get $x)) (i64.extend_i32_s (local.get $k))))
+  (func (export "gcd") (param $a i32) (param $b i32) (result i32) (local $t i32)
+    (block $done
+      (loop $next
+        (br_if $done (i32.eqz (local.get $b)))
+        (local.set $t (local.get $b))
+        ;; a - b*floor(a/b) without division: subtract while a >= b
+        (block $sub (loop $again
+          (br_if $sub (i32.lt_u (local.get $a) (local.get $b)))
+          (local.set $a (i32.sub (local.get $a) (local.get $b)))
+          (br $again)))
+        (local.set $b (local.get $a))
+        (local.set $a (local.get $t))
+        (br $next)))
+    (local.get $a)))"""
+CALLS = [("gcd", [12, 18]), ("poly", [-3, 5]), ("gcd", [7, 5]), ("poly", [1 << 33, -1])]
+
+
+def test_api_persistent_instance_matches_the_reference(model) -> None:
+    """Four invocations continue one stream: results as the reference engine's, tokens as
+    the token machine's."""
+    torch_inst = wasmformer.load(COUNTER)
+    ref_inst = wasmformer.load(COUNTER)
+    machine = TokenMachine(machine_instance(COUNTER))
+    for export, args in CALLS:
+        got = torch_inst.invoke_torch(export, args)
+        assert got.tokens == machine.invoke(export, args).tokens
+        assert got.outcome.results == ref_inst.invoke(export, args)
+
+
+@pytest.mark.slow
+def test_api_invoke_returns_the_results(model) -> None:
+    torch_inst, ref_inst = wasmformer.load(COUNTER), wasmformer.load(COUNTER)
+    for export, args in CALLS:
+        assert torch_inst.invoke(export, args, engine="torch") == ref_inst.invoke(export, args)
+
+
+def test_run_a_start_function(model, tmp_path: Path) -> None:
+    result = wasmformer.run(START, engine="torch")
+    assert (result.exit_code, result.stdout, result.trap) == (0, b"", None)
+    assert result.tokens and result.tokens > 20 and result.prompt_tokens
+
+
+START = """(module (func (export "_start") (local $i i32)
+  (loop $l (local.set $i (i32.add (local.get $i) (i32.const 1)))
+           (br_if $l (i32.lt_u (local.get $i) (i32.const 5))))))"""
+
+
+# --- refusals and budgets ---
+
+MEMORY = """(module (memory 1) (func (export "f") (param i32) (result i32)
+  (i32.store (local.get 0) (i32.const 7)) (i32.load (local.get 0))))"""
+HOST_CALL = """(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (func (export "_start") (call $exit (i32.const 3))))"""
+
+
+def test_refuses_an_instruction_the_graph_does_not_cover() -> None:
+    with pytest.raises(EngineRefusal, match=r"cannot execute this program yet: pc \d+: i32.store"):
+        wasmformer.load(MEMORY).invoke("f", [8], engine="torch")
+
+
+def test_refuses_a_host_call() -> None:
+    with pytest.raises(EngineRefusal, match="host call"):
+        wasmformer.run(HOST_CALL, engine="torch")
+
+
+def test_refuses_a_stream_over_the_proven_positions() -> None:
+    body = " ".join(f"(local.set 0 (i32.add (local.get 0) (i32.const {i})))" for i in range(200))
+    big = f'(module (func (export "f") (param i32) (result i32) {body} (local.get 0)))'
+    with pytest.raises(EngineRefusal, match="proven exact for at most"):
+        wasmformer.load(big).invoke("f", [1], engine="torch")
+    with pytest.raises(EngineRefusal, match="token budget"):  # prompt + budget too long
+        wasmformer.load(COUNTER).invoke("gcd", [1, 1], engine="torch", max_tokens=10**6)
+
+
+def test_token_budget_stops_and_cuts_the_stream(model) -> None:
+    inst = wasmformer.load(COUNTER)
+    with pytest.raises(BudgetExceeded, match="token budget of 5 exhausted"):
+        inst.invoke("gcd", [12, 18], engine="torch", max_tokens=5)
+    with pytest.raises(EngineRefusal, match="was cut"):
+        inst.invoke("gcd", [1, 1], engine="torch")
+
+
+def test_engines_are_not_mixed_on_one_instance(model) -> None:
+    inst = wasmformer.load(COUNTER)
+    inst.invoke("poly", [2, 1])  # reference first: the torch prompt starts from this state
+    assert inst.invoke("poly", [2, 1], engine="torch") == [5]
+    with pytest.raises(InputError, match="ran on the torch engine"):
+        inst.invoke("poly", [2, 1])
+
+
+# --- the models ---
+
+
+def test_sparse_path_is_bit_identical(model) -> None:
+    tokens = torch.tensor([stream("sum_to").tokens])
+    with torch.inference_mode():
+        assert torch.equal(model(tokens), universal_model(BUCKETS[0])(tokens))
+
+
+def test_saved_model_loads_bit_identical(model, tmp_path: Path) -> None:
+    dense = universal_model(BUCKETS[0])
+    save_model(dense, tmp_path / "m.safetensors")
+    loaded = load_model(tmp_path / "m.safetensors")
+    tokens = torch.tensor([stream("clamp").tokens])
+    with torch.inference_mode():
+        assert torch.equal(loaded(tokens), dense(tokens))
+
+
+def test_stops_where_the_proven_positions_end(model, monkeypatch) -> None:
+    """With the 2048 bucket the largest, a loop whose prompt nearly fills it stops (exit 124)
+    when the stream reaches 2048 positions, never decoding past the proof."""
+    from wasmformer.engine import models, session
+
+    monkeypatch.setattr(models, "BUCKETS", (BUCKETS[0],))
+    monkeypatch.setattr(session, "BUCKETS", (BUCKETS[0],))
+    filler = " ".join(f"(local.set 0 (i32.add (local.get 0) (i32.const {i})))" for i in range(46))
+    wat = f'(module (func (export "f") (param i32) (loop br 0) {filler}))'
+    inst = wasmformer.load(wat)
+    with pytest.raises(BudgetExceeded, match="the stream reached 2,049 tokens, more than the "
+                                             "2,048 positions the universal model is proven"):
+        inst.invoke("f", [1], engine="torch")
