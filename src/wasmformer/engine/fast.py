@@ -1,0 +1,235 @@
+"""The fast decoder: the torch model's own weights, one token at a time, hull-cached heads.
+
+``generate_fast(model, prompt, max_new_tokens, stop)`` is a drop-in for
+``Transformer.generate`` (same arguments, same tokens); ``FastDecoder(model)`` is its
+stepping form, for an engine that splices tokens in (host output, invocation headers):
+
+    decoder = FastDecoder(model)
+    decoder.feed(prompt)            # append tokens (no prediction is kept for them)
+    token = decoder.next()          # the model's next token; it is appended lazily, before
+                                    # the next feed/next, so a stop token costs no step
+
+Nothing here knows what the heads mean: everything is read from the ``Transformer`` module.
+Per layer, the used rows of the query/key/value projections become one sparse matrix (one
+product gives every head's q, k and v), the used FFN units two more; the residual stream is
+a dense float64 vector. Per head:
+
+* a *lookup* head (query . key rows that are not all zero: 2 of them, or 3 with the
+  position tie-break) keeps its keys in a ``HullCache``; the winner's value row is copied,
+  exactly as the softmax's one-hot weight does. A query the hull cannot certify (see
+  ``hull``) is answered by the model's own computation over every cached key (a scan);
+* a *mean* head (no query/key rows: uniform attention) keeps a running sum of its values;
+  the average of n of them is that sum times fl(1/n) (the numerics guard's error bound for a
+  mean covers any summation order, so the proof of the torch model holds for this one);
+* a head with no value or output weights is skipped.
+
+Float64 models only: every dot product here is exact wherever the numerics guard proved the
+torch model exact (the order of summation does not matter then), and within its error bound
+elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sparse
+import torch
+
+from wasmformer.model.numerics import NumericsError, check_runtime
+from wasmformer.model.transformer import Transformer
+
+from .hull import HullCache
+
+
+@dataclass(slots=True)
+class _Head:
+    """One attention head's slices of its layer's projection vector, and its cache."""
+
+    strict: bool
+    q: slice
+    k: slice
+    v: slice
+    o: slice  # its slice of the layer's concatenated head outputs
+    keys: np.ndarray  # (max_len, d): every position's key (for the scan)
+    values: np.ndarray  # (max_len, d_v)
+    hull: HullCache | None  # None: a mean head, or a lookup the hull cannot hold
+    total: np.ndarray | None = None  # a mean head's running sum of values
+    count: int = 0
+    scans: int = 0  # queries answered by the full scan (the hull could not certify them)
+
+    @property
+    def is_mean(self) -> bool:
+        return self.q.stop == self.q.start
+
+    def append(self, k: np.ndarray, v: np.ndarray) -> None:
+        n = self.count
+        self.values[n] = v
+        if self.is_mean:
+            self.total += v
+        else:
+            self.keys[n] = k
+            if self.hull is not None:
+                self.hull.append(k)
+        self.count = n + 1
+
+    def attend(self, q: np.ndarray) -> np.ndarray | None:
+        """The head's output over the positions cached so far (None: no candidate, 0)."""
+        n = self.count
+        if n == 0:
+            return None
+        if self.is_mean:
+            return self.total * (1.0 / n)
+        if self.hull is not None:
+            winner = self.hull.argmax(q)
+            if winner is not None:
+                return self.values[winner]
+        self.scans += 1
+        scores = self.keys[:n] @ q  # the model's softmax over every cached key
+        weights = np.exp(scores - scores.max())
+        return (weights / weights.sum()) @ self.values[:n]
+
+
+@dataclass(slots=True)
+class _Layer:
+    projection: sparse.csr_array  # residual -> every head's q, k, v
+    heads: list[_Head]
+    out: sparse.csr_array  # heads' outputs (concatenated) -> residual
+    gate_up: sparse.csr_array  # residual -> the used units' gates, then their values
+    down: sparse.csr_array  # units -> residual
+    outputs: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.outputs = np.zeros(self.out.shape[1])
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        p = self.projection @ x
+        for head in self.heads:
+            q, k, v = p[head.q], p[head.k], p[head.v]
+            if not head.strict:
+                head.append(k, v)
+            y = head.attend(q)
+            self.outputs[head.o] = 0.0 if y is None else y
+            if head.strict:
+                head.append(k, v)
+        x = x + self.out @ self.outputs
+        g = self.gate_up @ x
+        units = len(g) // 2
+        return x + self.down @ (np.maximum(g[:units], 0.0) * g[units:])
+
+
+class FastDecoder:
+    """Greedy decoding of ``model``'s weights with per-head hull caches (see module doc)."""
+
+    def __init__(self, model: Transformer):
+        cfg = model.config
+        if cfg.torch_dtype != torch.float64:
+            raise NumericsError(f"the fast decoder runs float64 models, not {cfg.dtype}")
+        self.max_len = cfg.max_len
+        self.wte = _numpy(model.wte.weight)  # (vocab, d_model)
+        self.wpe = _numpy(model.wpe.weight)  # (d_model, 2): [p, p**2] -> residual
+        self.layers = [_layer(block, cfg) for block in model.blocks]
+        self.lm_head = sparse.csr_array(_numpy(model.lm_head.weight))
+        self.length = 0  # tokens appended so far
+        self.pending: int | None = None  # predicted, not yet appended
+        self.logits: np.ndarray | None = None
+
+    def feed(self, tokens: Iterable[int]) -> None:
+        """Append ``tokens`` (after any pending prediction)."""
+        self._flush()
+        for token in tokens:
+            self._append(token)
+
+    def next(self) -> int:
+        """The model's next token (argmax, first on ties as torch); appended lazily."""
+        self._flush()
+        if self.logits is None:
+            raise ValueError("the fast decoder needs at least one token before next()")
+        self.pending = int(np.argmax(self.logits))
+        return self.pending
+
+    @property
+    def scans(self) -> int:
+        """Queries the hulls could not certify (answered by a full scan)."""
+        return sum(h.scans for layer in self.layers for h in layer.heads)
+
+    def _flush(self) -> None:
+        if self.pending is not None:
+            token, self.pending = self.pending, None
+            self._append(token)
+
+    def _append(self, token: int) -> None:
+        p = self.length
+        check_runtime(torch.float64, p + 1, self.max_len)
+        pf = float(p)
+        x = self.wte[token] + (self.wpe[:, 0] * pf + self.wpe[:, 1] * (pf * pf))
+        for layer in self.layers:
+            x = layer.forward(x)
+        self.logits = self.lm_head @ x
+        self.length = p + 1
+
+
+def generate_fast(model: Transformer, prompt: list[int], max_new_tokens: int,
+                  stop: int | tuple[int, ...] = ()) -> list[int]:
+    """``model.generate`` by the fast decoder: the new tokens (a stop token included, last)."""
+    if not prompt:
+        raise ValueError("generate needs a non-empty prompt")
+    stops = {stop} if isinstance(stop, int) else set(stop)
+    decoder = FastDecoder(model)
+    decoder.feed(prompt)
+    new: list[int] = []
+    while len(new) < max_new_tokens:
+        new.append(decoder.next())
+        if new[-1] in stops:
+            break
+    return new
+
+
+def _numpy(w: torch.Tensor) -> np.ndarray:
+    return w.detach().cpu().numpy().astype(np.float64)
+
+
+def _nonzero_rows(w: np.ndarray) -> np.ndarray:
+    return np.flatnonzero(np.any(w != 0, axis=1))
+
+
+def _layer(block, cfg) -> _Layer:
+    """A block's used heads and units as sparse matrices and head caches."""
+    attn, ffn = block.attn, block.ffn
+    wq, wk, wv = _numpy(attn.query.weight), _numpy(attn.key.weight), _numpy(attn.value.weight)
+    wo = _numpy(attn.out.weight)
+    rows: list[np.ndarray] = []  # projection rows, in the order the slices below name
+    out_columns: list[int] = []
+    heads: list[_Head] = []
+    at = 0
+    for h in range(cfg.n_head):
+        qk = slice(h * cfg.d_qk, (h + 1) * cfg.d_qk)
+        vs = slice(h * cfg.d_v, (h + 1) * cfg.d_v)
+        # a score row counts when both its query and key rows are non-zero
+        used = [r for r in range(cfg.d_qk)
+                if wq[qk][r].any() and wk[qk][r].any()]
+        values = [r for r in range(cfg.d_v)
+                  if wv[vs][r].any() and wo[:, vs][:, r].any()]
+        if not values:
+            continue  # contributes nothing to the residual
+        d, dv = len(used), len(values)
+        q = slice(at, at + d)
+        k = slice(at + d, at + 2 * d)
+        v = slice(at + 2 * d, at + 2 * d + dv)
+        o = slice(len(out_columns), len(out_columns) + dv)
+        at += 2 * d + dv
+        rows += [wq[qk][used], wk[qk][used], wv[vs][values]]
+        hull = HullCache(tie=d == 3) if d in (2, 3) else None
+        head = _Head(bool(attn.strict[h]), q, k, v, o, np.zeros((cfg.max_len, d)),
+                     np.zeros((cfg.max_len, dv)), hull)
+        if d == 0:
+            head.total = np.zeros(dv)
+        heads.append(head)
+        out_columns += [vs.start + r for r in values]
+    projection = np.concatenate(rows) if rows else np.zeros((0, cfg.d_model))
+    wg, wu, wd = _numpy(ffn.gate.weight), _numpy(ffn.up.weight), _numpy(ffn.down.weight)
+    units = [u for u in range(cfg.d_ff) if wg[u].any() and wu[u].any() and wd[:, u].any()]
+    return _Layer(sparse.csr_array(projection), heads, sparse.csr_array(wo[:, out_columns]),
+                  sparse.csr_array(np.concatenate([wg[units], wu[units]])),
+                  sparse.csr_array(wd[:, units]))

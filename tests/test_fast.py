@@ -1,0 +1,205 @@
+"""The fast decoder (engine.fast) against the torch model, and its hull cache (engine.hull)
+against a brute-force softmax.
+
+- ``generate_fast`` / ``FastDecoder`` give the torch model's tokens, token for token, on every
+  universal test program (each invocation's trace, several invocations on one stream), and
+  the hulls answer every query of those runs (no fallback scan);
+- the hull's answer equals the position the float64 softmax gives weight exactly 1, on random
+  keys with repeats, exact ties between different positions, collinear points and scores
+  one grid step apart, for both the model's query shape and arbitrary ones;
+- a mean head (running sum) and a strict head decode as torch does (a small example graph).
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from universal_programs import PROGRAMS, stream  # noqa: E402
+
+from wasmformer.compiler import compile_graph  # noqa: E402
+from wasmformer.compiler.lower import BETA  # noqa: E402
+from wasmformer.engine.fast import FastDecoder, generate_fast  # noqa: E402
+from wasmformer.engine.hull import ONE_HOT_GAP, HullCache  # noqa: E402
+from wasmformer.machine import vocab  # noqa: E402
+from wasmformer.model import PositionLimitError, build_model  # noqa: E402
+from wasmformer.universal.interpreter import build_universal_graph  # noqa: E402
+from wasmformer.universal.limits import Limits  # noqa: E402
+
+MAX_LEN = 2048
+
+
+@functools.cache
+def universal_model():
+    graph = build_universal_graph(Limits(max_len=MAX_LEN))[0]
+    return build_model(compile_graph(graph), torch.float64)
+
+
+# --- the decoder against the torch model ---
+
+
+@pytest.mark.parametrize("name", sorted(PROGRAMS))
+def test_fast_decoder_gives_the_traces(name: str) -> None:
+    """Every invocation on one stream: the header fed, the trace generated up to HALT (fed
+    back before the next header), equal to the token machine's trace."""
+    s = stream(name)
+    decoder = FastDecoder(universal_model())
+    decoder.feed(s.prompt)
+    halt = vocab.tok("HALT")
+    for trace in s.traces:
+        head = trace.step_tokens(0)
+        decoder.feed(head)
+        new: list[int] = []
+        while len(new) < len(trace.tokens) - len(head):
+            new.append(decoder.next())
+            if new[-1] == halt:
+                break
+        assert new == trace.tokens[len(head):], s.describe_failure(decoder.length)
+    assert decoder.scans == 0  # the hulls certified every lookup
+
+
+def test_generate_fast_equals_torch_generate() -> None:
+    s = stream("clamp")
+    prompt = s.prompt + s.traces[0].step_tokens(0)
+    model = universal_model()
+    halt = vocab.tok("HALT")
+    want = model.generate(prompt, 100, stop=halt)
+    assert want[-1] == halt
+    assert generate_fast(model, prompt, 100, stop=halt) == want
+    assert generate_fast(model, prompt, 3, stop=halt) == want[:3]  # max_new_tokens
+
+
+def test_position_limit_is_refused() -> None:
+    model = universal_model()
+    decoder = FastDecoder(model)
+    decoder.feed([vocab.tok("HALT")] * MAX_LEN)
+    with pytest.raises(PositionLimitError):
+        decoder.feed([vocab.tok("HALT")])
+
+
+# --- the hull against a brute-force softmax ---
+
+
+def softmax_winner(keys: np.ndarray, q: np.ndarray) -> int | None:
+    """The position the float64 softmax gives weight exactly 1 (None: no such position)."""
+    weights = torch.softmax(torch.tensor(keys @ q), dim=0)
+    best = int(weights.argmax())
+    return best if float(weights[best]) == 1.0 else None
+
+
+def model_query(target: int, n: int, tie: bool) -> np.ndarray:
+    """The query a compiled lookup head makes for key ``target`` (compiler.lower)."""
+    weight = n if tie else 1
+    q = [2 * weight * BETA * target, -weight * BETA] + ([BETA] if tie else [])
+    return np.array(q, dtype=np.float64)
+
+
+def check_hull(keys: list[tuple[int, ...]], queries: list[np.ndarray], tie: bool,
+               must_answer: bool) -> int:
+    """Append keys one by one, asking every query after each; returns the answers given."""
+    hull = HullCache(tie)
+    answered = 0
+    for n, key in enumerate(keys, start=1):
+        hull.append(np.array(key, dtype=np.float64))
+        matrix = np.array(keys[:n], dtype=np.float64)
+        for q in queries:
+            got = hull.argmax(q)
+            want = softmax_winner(matrix, q)
+            if got is not None:
+                assert got == want, (keys[:n], q)
+                answered += 1
+            elif must_answer:
+                raise AssertionError(f"no answer: keys {keys[:n]}, query {q}, softmax {want}")
+    return answered
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_hull_lookup_keys_with_repeats(seed: int) -> None:
+    """Keys (K', K'**2, p) from a small range, so keys repeat (the latest must win) and
+    queries fall exactly between two keys (equal scores from different positions: the
+    tie term decides)."""
+    rng = random.Random(seed)
+    n = 60
+    ks = [rng.randrange(12) for _ in range(n)]
+    keys = [(k, k * k, j) for j, k in enumerate(ks)]
+    queries = [model_query(t, n, tie=True) for t in range(-2, 14)]
+    assert check_hull(keys, queries, tie=True, must_answer=True) == n * len(queries)
+
+
+def test_hull_equidistant_keys_take_the_latest() -> None:
+    keys = [(2, 4, 0), (6, 36, 1), (4, 16, 2), (2, 4, 3)]
+    hull = HullCache(tie=True)
+    for j, k in enumerate(keys[:2]):
+        hull.append(np.array(k, dtype=np.float64))
+        assert hull.argmax(model_query(4, 64, tie=True)) == j  # 2 and 6 tie: the latest
+    hull.append(np.array(keys[2], dtype=np.float64))
+    assert hull.argmax(model_query(4, 64, tie=True)) == 2  # exact key
+    assert hull.argmax(model_query(3, 64, tie=True)) == 2  # 2 and 4 tie: 4 is later
+    hull.append(np.array(keys[3], dtype=np.float64))
+    assert hull.argmax(model_query(3, 64, tie=True)) == 3  # the rewrite of 2 is later still
+
+
+def test_hull_distinct_keys() -> None:
+    """Keys p + b (no tie term): the nearest is unique; the model's query shape."""
+    keys = [(k, k * k) for k in range(5, 45)]
+    queries = [model_query(t, 1, tie=False) for t in range(0, 50, 3)]
+    assert check_hull(keys, queries, tie=False, must_answer=True) > 0
+
+
+def test_hull_exact_tie_without_tie_term_is_not_answered() -> None:
+    """Without a tie term, two equally good keys share the softmax: the hull says None."""
+    hull = HullCache(tie=False)
+    for k in (1, 3):
+        hull.append(np.array([k, k * k], dtype=np.float64))
+    assert hull.argmax(model_query(2, 1, tie=False)) is None
+    assert softmax_winner(np.array([[1, 1], [3, 9]], dtype=np.float64),
+                          model_query(2, 1, tie=False)) is None
+    hull.append(np.array([2, 4], dtype=np.float64))
+    assert hull.argmax(model_query(2, 1, tie=False)) == 2
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_hull_arbitrary_points_and_directions(seed: int) -> None:
+    """Points on a small grid (many collinear, repeated and interior points) and directions
+    on a grid of ONE_HOT_GAP * n (both signs of b): the hull answers every query with the
+    softmax's winner; with the tie term, scores one grid step apart are separated."""
+    rng = random.Random(seed)
+    n = 40
+    keys = [(rng.randrange(-4, 5), rng.randrange(-4, 5), j) for j in range(n)]
+    unit = ONE_HOT_GAP * n
+    queries = [np.array([unit * rng.randrange(-3, 4), unit * rng.choice((-2, -1, 1, 2)),
+                         ONE_HOT_GAP], dtype=np.float64) for _ in range(12)]
+    assert check_hull(keys, queries, tie=True, must_answer=True) == n * len(queries)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_hull_arbitrary_without_tie_term(seed: int) -> None:
+    """No tie term: answered only where one position wins; a tie is left to the scan."""
+    rng = random.Random(seed)
+    keys = [(rng.randrange(-5, 6), rng.randrange(-5, 6)) for _ in range(40)]
+    queries = [np.array([ONE_HOT_GAP * rng.randrange(-3, 4),
+                         ONE_HOT_GAP * rng.choice((-2, -1, 1, 2))]) for _ in range(12)]
+    assert check_hull(keys, queries, tie=False, must_answer=False) > 0
+
+
+def test_hull_refuses_what_it_cannot_certify() -> None:
+    hull = HullCache(tie=True)
+    for j, k in enumerate((0, 3, 5)):
+        hull.append(np.array([k, k * k, j], dtype=np.float64))
+    n = 8
+    assert hull.argmax(model_query(1, n, tie=True)) == 0
+    assert hull.argmax(np.array([2 * BETA, -BETA, BETA])) is None  # tie term >= spacing
+    assert hull.argmax(np.array([0.5, -1.0, 0.0])) is None  # not integers
+    assert hull.argmax(np.array([2.0, -1.0, 0.0])) is None  # gaps too small to be one-hot
+    big = 1024.0 * (2**51 + 1)  # 5 * big is over 2**53 units of the grid 1024
+    assert hull.argmax(np.array([big, -1024.0, 0.0])) is None  # float scores would round
+    hull.append(np.array([1.5, 2.25, 3]))  # a key that is not an integer: scan from now on
+    assert hull.argmax(model_query(1, n, tie=True)) is None
