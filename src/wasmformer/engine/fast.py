@@ -120,9 +120,12 @@ class _Layer:
 
 
 class FastDecoder:
-    """Greedy decoding of ``model``'s weights with per-head hull caches (see module doc)."""
+    """Greedy decoding of ``model``'s weights with per-head hull caches (see module doc).
 
-    def __init__(self, model: Transformer):
+    ``compiled``: run the per-token loop in compiled code (``engine.kernel``, numba); None
+    (the default) uses it when numba is installed, else the numpy/Python path."""
+
+    def __init__(self, model: Transformer, compiled: bool | None = None):
         cfg = model.config
         if cfg.torch_dtype != torch.float64:
             raise NumericsError(f"the fast decoder runs float64 models, not {cfg.dtype}")
@@ -133,57 +136,169 @@ class FastDecoder:
         self.lm_head = sparse.csr_array(_numpy(model.lm_head.weight))
         self.length = 0  # tokens appended so far
         self.pending: int | None = None  # predicted, not yet appended
-        self.logits: np.ndarray | None = None
+        self.best: int | None = None  # the argmax after the last appended token
+        if compiled is None:
+            compiled = kernel_available()
+        self.state = _pack(self) if compiled else None
+
+    @property
+    def compiled(self) -> bool:
+        return self.state is not None
 
     def feed(self, tokens: Iterable[int]) -> None:
         """Append ``tokens`` (after any pending prediction)."""
         self._flush()
+        tokens = list(tokens)
+        if not tokens:
+            return
+        check_runtime(torch.float64, self.length + len(tokens), self.max_len)
+        if self.state is not None:
+            from . import kernel
+            array = np.asarray(tokens, dtype=np.int64)
+            self.best = int(kernel.run_tokens(array, self.length, *self.state))
+            self.length += len(tokens)
+            return
         for token in tokens:
             self._append(token)
 
     def next(self) -> int:
         """The model's next token (argmax, first on ties as torch); appended lazily."""
         self._flush()
-        if self.logits is None:
+        if self.best is None:
             raise ValueError("the fast decoder needs at least one token before next()")
-        self.pending = int(np.argmax(self.logits))
+        self.pending = self.best
         return self.pending
+
+    def generate(self, max_new_tokens: int, stop: set[int]) -> list[int]:
+        """Up to ``max_new_tokens`` predictions, the first stop token ending them (included);
+        the last one stays pending (appended only if decoding goes on)."""
+        if self.state is None or self.pending is None or max_new_tokens <= 0:
+            new: list[int] = []
+            while len(new) < max_new_tokens:
+                new.append(self.next())
+                if new[-1] in stop:
+                    break
+            return new
+        from . import kernel
+        # generate appends the pending token and each prediction but the last
+        allowed = min(max_new_tokens, self.max_len - self.length)
+        out = np.zeros(max(allowed, 0), dtype=np.int64)
+        stops = np.array(sorted(stop), dtype=np.int64)
+        count = int(kernel.generate(self.pending, self.length, allowed, stops, out,
+                                    *self.state)) if allowed > 0 else 0
+        new = out[:count].tolist()
+        self.length += count
+        if new:
+            self.pending = self.best = new[-1]
+        if count < max_new_tokens and not (new and new[-1] in stop):
+            check_runtime(torch.float64, self.length + 1, self.max_len)  # raises
+        return new
 
     @property
     def scans(self) -> int:
         """Queries the hulls could not certify (answered by a full scan)."""
+        if self.state is not None:
+            return int(self.state[_SCANS].sum())
         return sum(h.scans for layer in self.layers for h in layer.heads)
 
     def _flush(self) -> None:
         if self.pending is not None:
             token, self.pending = self.pending, None
-            self._append(token)
+            self.feed([token])
 
     def _append(self, token: int) -> None:
         p = self.length
-        check_runtime(torch.float64, p + 1, self.max_len)
         pf = float(p)
         x = self.wte[token] + (self.wpe[:, 0] * pf + self.wpe[:, 1] * (pf * pf))
         for layer in self.layers:
             x = layer.forward(x)
-        self.logits = self.lm_head @ x
+        self.best = int(np.argmax(self.lm_head @ x))
         self.length = p + 1
 
 
 def generate_fast(model: Transformer, prompt: list[int], max_new_tokens: int,
-                  stop: int | tuple[int, ...] = ()) -> list[int]:
+                  stop: int | tuple[int, ...] = (), compiled: bool | None = None) -> list[int]:
     """``model.generate`` by the fast decoder: the new tokens (a stop token included, last)."""
     if not prompt:
         raise ValueError("generate needs a non-empty prompt")
     stops = {stop} if isinstance(stop, int) else set(stop)
-    decoder = FastDecoder(model)
-    decoder.feed(prompt)
-    new: list[int] = []
-    while len(new) < max_new_tokens:
-        new.append(decoder.next())
-        if new[-1] in stops:
-            break
-    return new
+    decoder = FastDecoder(model, compiled)
+    decoder.feed(prompt[:-1])
+    decoder.pending = prompt[-1]  # generate appends it first
+    decoder.best = None
+    if not decoder.compiled:
+        decoder.feed([])
+    return decoder.generate(max_new_tokens, stops)
+
+
+def kernel_available() -> bool:
+    """Whether numba (the compiled per-token loop) is installed."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+_SCANS = 21  # the index of the per-head scan counters in the packed state
+
+
+def _pack(decoder: FastDecoder) -> tuple:
+    """The arguments of ``kernel.run_tokens``/``kernel.generate`` after the positions: the
+    weights as one CSR store (per layer: projection, out, gate_up, down; then lm_head), the
+    head table, the caches and the scratch buffers."""
+    matrices = [m for layer in decoder.layers
+                for m in (layer.projection, layer.out, layer.gate_up, layer.down)]
+    matrices.append(decoder.lm_head)
+    ptr, idx, dat, row0, nrows = [], [], [], [], []
+    nnz = rows = 0
+    for m in matrices:
+        m = sparse.csr_array(m)
+        m.sort_indices()
+        row0.append(rows)
+        nrows.append(m.shape[0])
+        ptr.append(m.indptr[:-1] + nnz)
+        ptr.append(np.array([nnz + m.nnz]))
+        idx.append(m.indices)
+        dat.append(m.data)
+        nnz += m.nnz
+        rows += m.shape[0] + 1
+    heads, layers = [], []
+    voff = toff = 0
+    max_len = decoder.max_len
+    for layer in decoder.layers:
+        first = len(heads)
+        for h in layer.heads:
+            d, dv = h.q.stop - h.q.start, h.v.stop - h.v.start
+            heads.append([h.strict, d, h.q.start, h.k.start, h.v.start, dv, h.o.start,
+                          voff, toff])
+            voff += max_len * dv
+            toff += dv if d == 0 else 0
+        layers.append([first, len(heads), layer.projection.shape[0], layer.out.shape[1],
+                       layer.gate_up.shape[0] // 2])
+    n_heads = max(len(heads), 1)
+    width = max([1] + [max(r[2], r[3], 2 * r[4]) for r in layers])
+    d_model = decoder.wte.shape[1]
+    state = (
+        np.ascontiguousarray(decoder.wte), np.ascontiguousarray(decoder.wpe),
+        np.concatenate(ptr).astype(np.int64), np.concatenate(idx).astype(np.int64),
+        np.concatenate(dat).astype(np.float64), np.array(row0, dtype=np.int64),
+        np.array(nrows, dtype=np.int64), np.array(layers, dtype=np.int64).reshape(-1, 5),
+        np.array(heads, dtype=np.int64).reshape(-1, 9),
+        np.zeros((n_heads, max_len, 3)), np.zeros(max(voff, 1)), np.zeros(max(toff, 1)),
+        np.zeros((n_heads, 2, max_len), dtype=np.int64),  # hull chains: x
+        np.zeros((n_heads, 2, max_len), dtype=np.int64),  # y (upper chain: -y)
+        np.zeros((n_heads, 2, max_len), dtype=np.int64),  # t
+        np.zeros((n_heads, 2, max_len), dtype=np.int64),  # position
+        np.zeros((n_heads, 2, max_len), dtype=np.bool_),  # shared by several positions
+        np.zeros((n_heads, 2), dtype=np.int64),  # chain lengths
+        np.ones(n_heads, dtype=np.bool_),  # usable
+        np.zeros((n_heads, 2), dtype=np.int64),  # t_first, t_last
+        np.zeros((n_heads, 3), dtype=np.int64),  # max |x|, |y|, |t|
+        np.zeros(n_heads, dtype=np.int64),  # scans (index _SCANS)
+        np.zeros(d_model), np.zeros((4, width)), np.zeros(decoder.lm_head.shape[0]),
+    )
+    return state
 
 
 def _numpy(w: torch.Tensor) -> np.ndarray:
