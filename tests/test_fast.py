@@ -3,11 +3,13 @@ against a brute-force softmax.
 
 - ``generate_fast`` / ``FastDecoder`` give the torch model's tokens, token for token, on every
   universal test program (each invocation's trace, several invocations on one stream), and
-  the hulls answer every query of those runs (no fallback scan);
+  the hulls answer every query of those runs (no fallback scan): the compiled loop
+  (engine.kernel, numba) on every program, the numpy/Python form on two (all: slow);
 - the hull's answer equals the position the float64 softmax gives weight exactly 1, on random
   keys with repeats, exact ties between different positions, collinear points and scores
-  one grid step apart, for both the model's query shape and arbitrary ones;
-- a mean head (running sum) and a strict head decode as torch does (a small example graph).
+  one grid step apart, for both the model's query shape and arbitrary ones; the compiled
+  hull (int64 arrays) gives the same answers as hull.HullCache;
+- a mean head (running sum) and a strict head decode as torch does (small example graphs).
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from example_graphs import count_graph, induction_graph, spaced_keys_graph, wide_graph  # noqa: E402
 from universal_programs import PROGRAMS, stream  # noqa: E402
 
 from wasmformer.compiler import compile_graph  # noqa: E402
 from wasmformer.compiler.lower import BETA  # noqa: E402
-from wasmformer.engine.fast import FastDecoder, generate_fast  # noqa: E402
+from wasmformer.engine.fast import FastDecoder, generate_fast, kernel_available  # noqa: E402
 from wasmformer.engine.hull import ONE_HOT_GAP, HullCache  # noqa: E402
 from wasmformer.machine import vocab  # noqa: E402
 from wasmformer.model import PositionLimitError, build_model  # noqa: E402
@@ -46,24 +49,41 @@ def universal_model():
 # --- the decoder against the torch model ---
 
 
-@pytest.mark.parametrize("name", sorted(PROGRAMS))
-def test_fast_decoder_gives_the_traces(name: str) -> None:
+def decode_stream(name: str, compiled: bool) -> None:
     """Every invocation on one stream: the header fed, the trace generated up to HALT (fed
     back before the next header), equal to the token machine's trace."""
     s = stream(name)
-    decoder = FastDecoder(universal_model())
+    decoder = FastDecoder(universal_model(), compiled=compiled)
     decoder.feed(s.prompt)
     halt = vocab.tok("HALT")
-    for trace in s.traces:
+    for i, trace in enumerate(s.traces):
         head = trace.step_tokens(0)
         decoder.feed(head)
-        new: list[int] = []
-        while len(new) < len(trace.tokens) - len(head):
-            new.append(decoder.next())
-            if new[-1] == halt:
-                break
-        assert new == trace.tokens[len(head):], s.describe_failure(decoder.length)
+        want = trace.tokens[len(head):]
+        if i % 2:  # token by token, as an engine splicing tokens would
+            new: list[int] = []
+            while len(new) < len(want):
+                new.append(decoder.next())
+                if new[-1] == halt:
+                    break
+        else:
+            decoder.next()
+            new = [decoder.pending] + decoder.generate(len(want) - 1, {halt})
+        assert new == want, s.describe_failure(decoder.length)
     assert decoder.scans == 0  # the hulls certified every lookup
+
+
+@pytest.mark.parametrize("name", sorted(PROGRAMS))
+def test_compiled_decoder_gives_the_traces(name: str) -> None:
+    pytest.importorskip("numba")
+    decode_stream(name, compiled=True)
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=() if n in ("sum_to", "frames") else pytest.mark.slow)
+    for n in sorted(PROGRAMS)])
+def test_python_decoder_gives_the_traces(name: str) -> None:
+    decode_stream(name, compiled=False)
 
 
 def test_generate_fast_equals_torch_generate() -> None:
@@ -73,16 +93,56 @@ def test_generate_fast_equals_torch_generate() -> None:
     halt = vocab.tok("HALT")
     want = model.generate(prompt, 100, stop=halt)
     assert want[-1] == halt
-    assert generate_fast(model, prompt, 100, stop=halt) == want
-    assert generate_fast(model, prompt, 3, stop=halt) == want[:3]  # max_new_tokens
+    for compiled in (False, True) if kernel_available() else (False,):
+        assert generate_fast(model, prompt, 100, stop=halt, compiled=compiled) == want
+        assert generate_fast(model, prompt, 3, stop=halt, compiled=compiled) == want[:3]
 
 
-def test_position_limit_is_refused() -> None:
-    model = universal_model()
-    decoder = FastDecoder(model)
-    decoder.feed([vocab.tok("HALT")] * MAX_LEN)
+ENGINES = [False, pytest.param(True, marks=pytest.mark.skipif(
+    not kernel_available(), reason="numba is not installed"))]
+SMALL_GRAPHS = {"count": lambda: count_graph(64), "induction": lambda: induction_graph(6, 64),
+                "spaced": lambda: spaced_keys_graph(64), "wide": wide_graph}
+
+
+@functools.cache
+def small_model(name: str):
+    return build_model(compile_graph(SMALL_GRAPHS[name]()), torch.float64)
+
+
+@pytest.mark.parametrize("compiled", ENGINES)
+@pytest.mark.parametrize("name", sorted(SMALL_GRAPHS))
+def test_small_models_token_for_token(name: str, compiled: bool) -> None:
+    """Mean heads (running sums), strict heads, token-keyed squares, equidistant keys: at
+    every position of random sequences the decoder's argmax is the torch model's."""
+    model = small_model(name)
+    rng = random.Random(name)
+    for _ in range(3):
+        tokens = [rng.randrange(model.config.vocab_size) for _ in range(model.config.max_len)]
+        with torch.no_grad():
+            want = model(torch.tensor([tokens]))[0].argmax(-1).tolist()
+        decoder = FastDecoder(model, compiled=compiled)
+        got = []
+        for token in tokens:
+            decoder.feed([token])
+            got.append(decoder.best)
+        assert got == want
+        if name in ("induction", "spaced"):
+            assert decoder.scans == 0
+    prompt, n = tokens[:3], model.config.max_len - 3  # the last new token is not appended
+    assert generate_fast(model, prompt, n, compiled=compiled) == model.generate(prompt, n)
+
+
+@pytest.mark.parametrize("compiled", ENGINES)
+def test_position_limit_is_refused(compiled: bool) -> None:
+    model = small_model("spaced")
+    decoder = FastDecoder(model, compiled=compiled)
+    decoder.feed([1] * (model.config.max_len - 3))
+    decoder.next()
+    with pytest.raises(PositionLimitError):  # 3 more positions, then the limit
+        decoder.generate(10, set())
+    assert decoder.length == model.config.max_len
     with pytest.raises(PositionLimitError):
-        decoder.feed([vocab.tok("HALT")])
+        generate_fast(model, [1] * model.config.max_len, 2, compiled=compiled)
 
 
 # --- the hull against a brute-force softmax ---
