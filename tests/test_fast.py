@@ -162,10 +162,38 @@ def model_query(target: int, n: int, tie: bool) -> np.ndarray:
     return np.array(q, dtype=np.float64)
 
 
+class CompiledHull:
+    """engine.kernel's hull functions on one head's arrays, with HullCache's interface."""
+
+    def __init__(self, tie: bool, capacity: int = 256):
+        from wasmformer.engine import kernel
+        self.kernel, self.d, self.count = kernel, 3 if tie else 2, 0
+        chains = [np.zeros((1, 2, capacity), dtype=np.int64) for _ in range(4)]
+        self.arrays = (*chains, np.zeros((1, 2, capacity), dtype=np.bool_),
+                       np.zeros((1, 2), dtype=np.int64), np.ones(1, dtype=np.bool_),
+                       np.zeros((1, 2), dtype=np.int64), np.zeros((1, 3), dtype=np.int64))
+
+    def append(self, key) -> None:
+        key = np.asarray(key, dtype=np.float64)
+        self.kernel._hull_append(0, key, self.d, self.count, *self.arrays)
+        self.count += 1
+
+    def argmax(self, query) -> int | None:
+        query = np.asarray(query, dtype=np.float64)
+        winner = int(self.kernel._hull_argmax(0, query, self.d, *self.arrays))
+        return None if winner < 0 else winner
+
+
+HULLS = {"python": HullCache,
+         "compiled": pytest.param(CompiledHull, marks=pytest.mark.skipif(
+             not kernel_available(), reason="numba is not installed"))}
+IMPLS = pytest.mark.parametrize("make", list(HULLS.values()), ids=list(HULLS))
+
+
 def check_hull(keys: list[tuple[int, ...]], queries: list[np.ndarray], tie: bool,
-               must_answer: bool) -> int:
+               must_answer: bool, make=HullCache) -> int:
     """Append keys one by one, asking every query after each; returns the answers given."""
-    hull = HullCache(tie)
+    hull = make(tie)
     answered = 0
     for n, key in enumerate(keys, start=1):
         hull.append(np.array(key, dtype=np.float64))
@@ -182,7 +210,8 @@ def check_hull(keys: list[tuple[int, ...]], queries: list[np.ndarray], tie: bool
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_hull_lookup_keys_with_repeats(seed: int) -> None:
+@IMPLS
+def test_hull_lookup_keys_with_repeats(seed: int, make) -> None:
     """Keys (K', K'**2, p) from a small range, so keys repeat (the latest must win) and
     queries fall exactly between two keys (equal scores from different positions: the
     tie term decides)."""
@@ -191,12 +220,13 @@ def test_hull_lookup_keys_with_repeats(seed: int) -> None:
     ks = [rng.randrange(12) for _ in range(n)]
     keys = [(k, k * k, j) for j, k in enumerate(ks)]
     queries = [model_query(t, n, tie=True) for t in range(-2, 14)]
-    assert check_hull(keys, queries, tie=True, must_answer=True) == n * len(queries)
+    assert check_hull(keys, queries, tie=True, must_answer=True, make=make) == n * len(queries)
 
 
-def test_hull_equidistant_keys_take_the_latest() -> None:
+@IMPLS
+def test_hull_equidistant_keys_take_the_latest(make) -> None:
     keys = [(2, 4, 0), (6, 36, 1), (4, 16, 2), (2, 4, 3)]
-    hull = HullCache(tie=True)
+    hull = make(tie=True)
     for j, k in enumerate(keys[:2]):
         hull.append(np.array(k, dtype=np.float64))
         assert hull.argmax(model_query(4, 64, tie=True)) == j  # 2 and 6 tie: the latest
@@ -207,16 +237,18 @@ def test_hull_equidistant_keys_take_the_latest() -> None:
     assert hull.argmax(model_query(3, 64, tie=True)) == 3  # the rewrite of 2 is later still
 
 
-def test_hull_distinct_keys() -> None:
+@IMPLS
+def test_hull_distinct_keys(make) -> None:
     """Keys p + b (no tie term): the nearest is unique; the model's query shape."""
     keys = [(k, k * k) for k in range(5, 45)]
     queries = [model_query(t, 1, tie=False) for t in range(0, 50, 3)]
-    assert check_hull(keys, queries, tie=False, must_answer=True) > 0
+    assert check_hull(keys, queries, tie=False, must_answer=True, make=make) > 0
 
 
-def test_hull_exact_tie_without_tie_term_is_not_answered() -> None:
+@IMPLS
+def test_hull_exact_tie_without_tie_term_is_not_answered(make) -> None:
     """Without a tie term, two equally good keys share the softmax: the hull says None."""
-    hull = HullCache(tie=False)
+    hull = make(tie=False)
     for k in (1, 3):
         hull.append(np.array([k, k * k], dtype=np.float64))
     assert hull.argmax(model_query(2, 1, tie=False)) is None
@@ -227,7 +259,8 @@ def test_hull_exact_tie_without_tie_term_is_not_answered() -> None:
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_hull_arbitrary_points_and_directions(seed: int) -> None:
+@IMPLS
+def test_hull_arbitrary_points_and_directions(seed: int, make) -> None:
     """Points on a small grid (many collinear, repeated and interior points) and directions
     on a grid of ONE_HOT_GAP * n (both signs of b): the hull answers every query with the
     softmax's winner; with the tie term, scores one grid step apart are separated."""
@@ -237,21 +270,23 @@ def test_hull_arbitrary_points_and_directions(seed: int) -> None:
     unit = ONE_HOT_GAP * n
     queries = [np.array([unit * rng.randrange(-3, 4), unit * rng.choice((-2, -1, 1, 2)),
                          ONE_HOT_GAP], dtype=np.float64) for _ in range(12)]
-    assert check_hull(keys, queries, tie=True, must_answer=True) == n * len(queries)
+    assert check_hull(keys, queries, tie=True, must_answer=True, make=make) == n * len(queries)
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_hull_arbitrary_without_tie_term(seed: int) -> None:
+@IMPLS
+def test_hull_arbitrary_without_tie_term(seed: int, make) -> None:
     """No tie term: answered only where one position wins; a tie is left to the scan."""
     rng = random.Random(seed)
     keys = [(rng.randrange(-5, 6), rng.randrange(-5, 6)) for _ in range(40)]
     queries = [np.array([ONE_HOT_GAP * rng.randrange(-3, 4),
                          ONE_HOT_GAP * rng.choice((-2, -1, 1, 2))]) for _ in range(12)]
-    assert check_hull(keys, queries, tie=False, must_answer=False) > 0
+    assert check_hull(keys, queries, tie=False, must_answer=False, make=make) > 0
 
 
-def test_hull_refuses_what_it_cannot_certify() -> None:
-    hull = HullCache(tie=True)
+@IMPLS
+def test_hull_refuses_what_it_cannot_certify(make) -> None:
+    hull = make(tie=True)
     for j, k in enumerate((0, 3, 5)):
         hull.append(np.array([k, k * k, j], dtype=np.float64))
     n = 8
@@ -263,3 +298,20 @@ def test_hull_refuses_what_it_cannot_certify() -> None:
     assert hull.argmax(np.array([big, -1024.0, 0.0])) is None  # float scores would round
     hull.append(np.array([1.5, 2.25, 3]))  # a key that is not an integer: scan from now on
     assert hull.argmax(model_query(1, n, tie=True)) is None
+
+
+@pytest.mark.skipif(not kernel_available(), reason="numba is not installed")
+@pytest.mark.parametrize("tie", [False, True])
+def test_compiled_hull_answers_as_the_python_hull(tie: bool) -> None:
+    """Same answers, None (scan) included, on keys and queries of every kind."""
+    rng = random.Random(tie)
+    python, compiled = HullCache(tie), CompiledHull(tie)
+    for j in range(120):
+        key = [rng.randrange(-6, 7), rng.randrange(-6, 7)] + ([j] if tie else [])
+        python.append(key)
+        compiled.append(key)
+        for _ in range(5):
+            unit = rng.choice((1, ONE_HOT_GAP, ONE_HOT_GAP * 200))
+            q = [unit * rng.randrange(-3, 4), unit * rng.randrange(-2, 3)]
+            q += [rng.choice((0, 1, ONE_HOT_GAP, -ONE_HOT_GAP))] if tie else []
+            assert python.argmax(q) == compiled.argmax(q), (j, q)
