@@ -193,7 +193,10 @@ def main() -> None:
     model = build_model(compile_graph(graph), torch.float64)
     print(f"model built in {time.perf_counter() - start:.1f} s: {model.info['numerics']['summary']}")
     marks = list(range(args.window, len(want), args.window)) + [len(want)]
-    FastDecoder(model, compiled=True).feed(prompt[:2])  # compile the loop (cached on disk)
+    warm = FastDecoder(model, compiled=True)  # compile the loops (cached on disk)
+    warm.feed(prompt[:2])
+    warm.next()
+    warm.generate(2, set())
     rates = {}
     engines = [("fast decoder, compiled loop (numba)", True), ("fast decoder, numpy/Python", False)]
     for name, compiled in engines:
