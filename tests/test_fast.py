@@ -133,6 +133,30 @@ def test_small_models_token_for_token(name: str, compiled: bool) -> None:
 
 
 @pytest.mark.parametrize("compiled", ENGINES)
+def test_scan_fallback_gives_the_same_tokens(compiled: bool) -> None:
+    """With every hull switched off, each lookup is the scan (the model's own softmax over
+    every cached key): still the torch model's tokens."""
+    model = small_model("spaced")
+    rng = random.Random(7)
+    tokens = [rng.randrange(model.config.vocab_size) for _ in range(model.config.max_len)]
+    with torch.no_grad():
+        want = model(torch.tensor([tokens]))[0].argmax(-1).tolist()
+    decoder = FastDecoder(model, compiled=compiled)
+    if compiled:
+        decoder.state[18][:] = False  # usable
+    else:
+        for layer in decoder.layers:
+            for head in layer.heads:
+                head.hull = None
+    got = []
+    for token in tokens:
+        decoder.feed([token])
+        got.append(decoder.best)
+    assert got == want
+    assert decoder.scans == len(tokens)  # one lookup head, one query per position
+
+
+@pytest.mark.parametrize("compiled", ENGINES)
 def test_position_limit_is_refused(compiled: bool) -> None:
     model = small_model("spaced")
     decoder = FastDecoder(model, compiled=compiled)

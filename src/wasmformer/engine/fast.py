@@ -277,6 +277,8 @@ def _pack(decoder: FastDecoder) -> tuple:
         layers.append([first, len(heads), layer.projection.shape[0], layer.out.shape[1],
                        layer.gate_up.shape[0] // 2])
     n_heads = max(len(heads), 1)
+    widths = [row[1] for row in heads]  # d: the hull holds 2-D keys, or 2-D plus the tie term
+    usable = np.array([d in (2, 3) for d in widths] or [False], dtype=np.bool_)
     width = max([1] + [max(r[2], r[3], 2 * r[4]) for r in layers])
     d_model = decoder.wte.shape[1]
     state = (
@@ -285,14 +287,15 @@ def _pack(decoder: FastDecoder) -> tuple:
         np.concatenate(dat).astype(np.float64), np.array(row0, dtype=np.int64),
         np.array(nrows, dtype=np.int64), np.array(layers, dtype=np.int64).reshape(-1, 5),
         np.array(heads, dtype=np.int64).reshape(-1, 9),
-        np.zeros((n_heads, max_len, 3)), np.zeros(max(voff, 1)), np.zeros(max(toff, 1)),
+        np.zeros((n_heads, max_len, max([3] + widths))), np.zeros(max(voff, 1)),
+        np.zeros(max(toff, 1)),
         np.zeros((n_heads, 2, max_len), dtype=np.int64),  # hull chains: x
         np.zeros((n_heads, 2, max_len), dtype=np.int64),  # y (upper chain: -y)
         np.zeros((n_heads, 2, max_len), dtype=np.int64),  # t
         np.zeros((n_heads, 2, max_len), dtype=np.int64),  # position
         np.zeros((n_heads, 2, max_len), dtype=np.bool_),  # shared by several positions
         np.zeros((n_heads, 2), dtype=np.int64),  # chain lengths
-        np.ones(n_heads, dtype=np.bool_),  # usable
+        usable,
         np.zeros((n_heads, 2), dtype=np.int64),  # t_first, t_last
         np.zeros((n_heads, 3), dtype=np.int64),  # max |x|, |y|, |t|
         np.zeros(n_heads, dtype=np.int64),  # scans (index _SCANS)

@@ -269,7 +269,8 @@ def _store(h, p, d, dv, k, v, voff, toff, keys, values, totals,
             totals[toff + j] += v[j]
         return
     keys[h, p, :d] = k
-    _hull_append(h, k, d, p, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs)
+    if d == 2 or d == 3:  # other widths have no hull: usable is False, every query scans
+        _hull_append(h, k, d, p, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs)
 
 
 @_jit
