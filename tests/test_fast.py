@@ -339,3 +339,18 @@ def test_compiled_hull_answers_as_the_python_hull(tie: bool) -> None:
             q = [unit * rng.randrange(-3, 4), unit * rng.randrange(-2, 3)]
             q += [rng.choice((0, 1, ONE_HOT_GAP, -ONE_HOT_GAP))] if tie else []
             assert python.argmax(q) == compiled.argmax(q), (j, q)
+
+
+@IMPLS
+def test_hull_smallest_margin_beats_the_largest_tie_term(make) -> None:
+    """A key one step farther loses by N*BETA in the 2-D score, while the tie term favours
+    later positions by up to (N - 1)*BETA: the earliest, nearer key must still win."""
+    n = 64
+    hull = make(tie=True)
+    keys = [(5, 25, 0)] + [(6, 36, j) for j in range(1, n)]
+    for key in keys:
+        hull.append(np.array(key, dtype=np.float64))
+    q = model_query(5, n, tie=True)
+    assert hull.argmax(q) == 0 == softmax_winner(np.array(keys, dtype=np.float64), q)
+    q = model_query(6, n, tie=True)  # the rewrites of 6: the latest
+    assert hull.argmax(q) == n - 1 == softmax_winner(np.array(keys, dtype=np.float64), q)
