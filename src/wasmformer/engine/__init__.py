@@ -1,10 +1,16 @@
-"""The torch engine: programs executed by the universal model's greedy decoding.
+"""Engines: programs executed by the universal model's greedy decoding.
 
   models.py   the universal model per max_len bucket, built once, cached in process and on
               disk (``universal_model``), and ``build_universal`` (no cache)
   sparse.py   the same model with sparse linear maps (bit-identical, faster): the default
   session.py  ``TorchSession``: one instance's token stream (prompt, then per invocation the
               header and the generated trace) in one KV cache; refusals and budgets
+  hull.py     a convex-hull key cache: one lookup head's hardmax in O(log n), certified
+              exact per query
+  fast.py     the fast decoder (``generate_fast`` / ``FastDecoder``): a drop-in for
+              ``Transformer.generate`` reading the torch module's weights, every lookup head
+              answered from its hull; kernel.py: its per-token loop compiled with numba
+              (docs/FAST.md)
 
 The API (``wasmformer.run(..., engine="torch")``, ``Instance.invoke(..., engine="torch")``)
 and the CLI (``wasmformer run --engine torch``, ``wasmformer build``) sit on top.
