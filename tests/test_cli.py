@@ -284,7 +284,7 @@ def test_max_tokens_needs_torch(tmp_path: Path) -> None:
     prog = tmp_path / "loop.wat"
     prog.write_text(LOOP_FIVE)
     assert_one_clean_line(wasmformer("run", str(prog), "--max-tokens", "9"), 2,
-                          "max_tokens bounds the torch engine")
+                          "max_tokens bounds the torch and fast engines")
 
 
 def test_build_float32_is_refused(tmp_path: Path) -> None:

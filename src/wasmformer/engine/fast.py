@@ -201,6 +201,17 @@ class FastDecoder:
             return int(self.state[_SCANS].sum())
         return sum(h.scans for layer in self.layers for h in layer.heads)
 
+    @property
+    def margin(self) -> float | None:
+        """The smallest gap certified between a lookup's winning score and every other
+        key's (attention logits), over every hull-answered query so far: each such query's
+        scores lie on a grid of that spacing (``hull``). None: none yet, or the numpy/Python
+        form (which does not track it)."""
+        if self.state is None:
+            return None
+        smallest = float(self.state[_MARGINS].min())
+        return None if smallest == np.inf else smallest
+
     def _flush(self) -> None:
         if self.pending is not None:
             token, self.pending = self.pending, None
@@ -241,6 +252,7 @@ def kernel_available() -> bool:
 
 
 _SCANS = 21  # the index of the per-head scan counters in the packed state
+_MARGINS = 22  # the per-head smallest certified gap between the winner's score and the rest
 
 
 def _pack(decoder: FastDecoder) -> tuple:
@@ -299,6 +311,7 @@ def _pack(decoder: FastDecoder) -> tuple:
         np.zeros((n_heads, 2), dtype=np.int64),  # t_first, t_last
         np.zeros((n_heads, 3), dtype=np.int64),  # max |x|, |y|, |t|
         np.zeros(n_heads, dtype=np.int64),  # scans (index _SCANS)
+        np.full(n_heads, np.inf),  # smallest certified score gap (index _MARGINS)
         np.zeros(d_model), np.zeros((4, width)), np.zeros(decoder.lm_head.shape[0]),
     )
     return state

@@ -163,8 +163,10 @@ def _hull_append(h, k, d, pos, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs):
 
 
 @_jit
-def _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs):
-    """The certified winner (hull.HullCache.argmax), or -1: scan."""
+def _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs, margins):
+    """The certified winner (hull.HullCache.argmax), or -1: scan. A certified query's
+    scores are multiples of ``grid``, so the winner leads every other key by at least
+    grid: ``margins[h]`` keeps the smallest such bound seen."""
     if not usable[h]:
         return -1
     ok0, a = _as_int(q[0])
@@ -204,15 +206,18 @@ def _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs):
         for i in range(lo + 1, end):
             if ht[h, ch][i] > ht[h, ch][win]:
                 win = i
+        margins[h] = min(margins[h], float(grid))
         return hp[h, ch][win]
     if end - lo > 1 or hs[h, ch][lo]:
         return -1
+    margins[h] = min(margins[h], float(grid))
     return hp[h, ch][lo]
 
 
 @_jit
 def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys, values,
-            totals, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs, scans, x, buf, logits):
+            totals, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs, scans, margins, x, buf,
+            logits):
     """Run one token at position p through the model; logits are left in ``logits``."""
     for i in range(x.shape[0]):
         x[i] = wte[token, i] + (wpe[i, 0] * p + wpe[i, 1] * (p * p))
@@ -241,7 +246,8 @@ def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys,
                 for j in range(dv):
                     out[j] = totals[toff + j] * inv
             else:
-                win = _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs)
+                win = _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs,
+                                   margins)
                 if win >= 0:
                     out[:] = values[voff + win * dv:voff + (win + 1) * dv]
                 else:
