@@ -140,6 +140,7 @@ class Session:
                                 f"{problems[0]}{more}")
         self._check_room(len(header), max_tokens)
         self.stream.extend(header)
+        self.fit(len(self.stream))  # the model loaded (or built) before the clock starts
         start = time.perf_counter()
         run = _Run(self, max_tokens, deadline, on_output)
         generated = run.until_the_end()
