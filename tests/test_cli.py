@@ -280,6 +280,31 @@ def test_torch_wall_clock_budget(tmp_path: Path) -> None:
                           124, "wall-clock budget of 0.5 s exhausted after")
 
 
+def test_run_engine_fast(tmp_path: Path) -> None:
+    prog = tmp_path / "loop.wat"
+    prog.write_text(LOOP_FIVE)
+    proc = wasmformer("run", str(prog), "--engine", "fast", "--stats")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == b""
+    assert b"engine=fast prompt=" in proc.stderr and b"tokens/s scans=0 min_margin=" in proc.stderr
+
+
+def test_fast_engine_refusals_and_budget(tmp_path: Path) -> None:
+    exit_three = tmp_path / "exit.wat"
+    exit_three.write_text(EXIT_THREE)
+    assert_one_clean_line(wasmformer("run", str(exit_three), "--engine", "fast"), 2,
+                          "the fast engine cannot execute this program yet: pc ")
+    body = " ".join(f"(local.set $x (i32.add (local.get $x) (i32.const {i})))" for i in range(200))
+    long = tmp_path / "long.wat"
+    long.write_text(f'(module (func (export "_start") (local $x i32) {body}))')
+    assert_one_clean_line(wasmformer("run", str(long), "--engine", "fast"), 2,
+                          "the universal model is proven exact for at most")
+    forever = tmp_path / "forever.wat"
+    forever.write_text(LOOP_FOREVER)
+    assert_one_clean_line(wasmformer("run", str(forever), "--engine", "fast", "--max-tokens", "30"),
+                          124, "token budget of 30 exhausted (trace tokens generated)")
+
+
 def test_max_tokens_needs_torch(tmp_path: Path) -> None:
     prog = tmp_path / "loop.wat"
     prog.write_text(LOOP_FIVE)
