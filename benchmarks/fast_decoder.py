@@ -29,50 +29,15 @@ import torch
 from wasmformer.compiler import compile_graph
 from wasmformer.engine import kernel
 from wasmformer.engine.fast import FastDecoder
-from wasmformer.machine import Instance, TokenMachine, prompt_tokens, vocab
+from wasmformer.machine import vocab
 from wasmformer.model import build_model
-from wasmformer.toolchain import program_bytes
+from wasmformer.scaling import workload  # the sum_to program sized to max_len (shared with bench)
 from wasmformer.universal.interpreter import build_universal_graph
 from wasmformer.universal.limits import Limits
-from wasmformer.wasm import load_module
 
 # The machine these run on may be shared: time is this process's CPU time (one thread), a
 # fair stand-in for one free core; the wall time of each run is printed beside it.
 clock = time.process_time
-
-SUM_TO = """(module
-  (func (export "sum_to") (param $n i32) (result i32) (local $acc i32)
-    (loop $next
-      local.get $acc  local.get $n  i32.add  local.set $acc
-      local.get $n  i32.const 1  i32.sub  local.tee $n
-      br_if $next)
-    local.get $acc))"""
-
-
-def workload(max_len: int) -> tuple[list[int], list[int]]:
-    """(prompt + invocation header, the trace to generate) of the longest sum_to run that
-    fits in max_len positions."""
-    inst = Instance(load_module(program_bytes(SUM_TO).wasm))
-    machine = TokenMachine(inst)
-    prompt = prompt_tokens(inst, machine.fused, machine.func_index)
-    n = 1
-    while True:  # the trace grows by a fixed number of tokens per iteration
-        probe = TokenMachine(Instance(load_module(program_bytes(SUM_TO).wasm)))
-        trace = probe.invoke("sum_to", [n * 2])
-        if len(prompt) + len(trace.tokens) > max_len:
-            break
-        n *= 2
-    lo, hi = n, 2 * n
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        probe = TokenMachine(Instance(load_module(program_bytes(SUM_TO).wasm)))
-        if len(prompt) + len(probe.invoke("sum_to", [mid]).tokens) <= max_len:
-            lo = mid
-        else:
-            hi = mid
-    trace = machine.invoke("sum_to", [lo])
-    head = trace.step_tokens(0)
-    return prompt + head, trace.tokens[len(head):]
 
 
 def decode_torch(model, prompt: list[int], count: int, marks: list[int]):
