@@ -333,3 +333,21 @@ def test_build_writes_a_model_that_loads_bit_identical(tmp_path: Path) -> None:
     tokens = torch.arange(0, 900).remainder(931).view(1, -1)  # any tokens: the same numbers
     with torch.inference_mode():
         assert torch.equal(loaded(tokens), built(tokens))
+
+
+def test_batch_runs_programs_in_a_pool(tmp_path: Path) -> None:
+    """Three programs over two worker processes: each one's output in order, one line each
+    on stderr, the first non-zero exit code; the same outputs as one run at a time."""
+    names = []
+    for name, wat in (("write", WRITE_AND_EXIT), ("loop", LOOP_FIVE), ("exit", EXIT_THREE)):
+        (tmp_path / f"{name}.wat").write_text(wat)
+        names.append(str(tmp_path / f"{name}.wat"))
+    forever = tmp_path / "forever.wat"
+    forever.write_text(LOOP_FOREVER)
+    proc = wasmformer("batch", *names, str(forever), "--jobs", "2", "--max-steps", "1000")
+    assert proc.returncode == 7, proc.stderr
+    assert proc.stdout == b"hi\n" == wasmformer("run", names[0]).stdout
+    lines = proc.stderr.decode().splitlines()
+    assert [line.split(":")[0] for line in lines[:4]] == names + [str(forever)]
+    assert "exit=7" in lines[0] and "exit=0" in lines[1] and "exit=3" in lines[2]
+    assert "BudgetExceeded" in lines[3] and lines[4].startswith("batch: 4 programs in")

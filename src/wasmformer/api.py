@@ -301,3 +301,32 @@ def trace(program: Program, *, max_steps: int | None = None, timeout: float | No
     return TraceResult(prompt, t, bytes(out), bytes(err), exit_code or 0,
                        instance._machine.last_instructions, time.perf_counter() - start,
                        trap=t.trap, budget=t.budget_message or None)
+
+
+def _run_one(program: Program, options: dict) -> RunResult | str:
+    """``run`` in a worker process: its result, or the error's one line."""
+    from .errors import WasmformerError
+
+    try:
+        return run(program, **options)
+    except WasmformerError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def run_many(programs: Sequence[Program], *, jobs: int | None = None,
+             **options) -> list[RunResult | str]:
+    """``run`` every program (with the same ``options``: engine, budgets, limits) in a pool
+    of ``jobs`` processes (default: one per CPU); the results in the programs' order, an
+    error as its one-line message (``"BudgetExceeded: ..."``) in its program's place."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    if jobs is not None and jobs < 1:
+        raise InputError(f"jobs must be positive, not {jobs}")
+    programs = list(programs)
+    if not programs:
+        return []
+    workers = min(jobs or os.cpu_count() or 1, len(programs))
+    context = multiprocessing.get_context("spawn")  # torch and numba do not survive fork
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        return list(pool.map(_run_one, programs, [options] * len(programs)))

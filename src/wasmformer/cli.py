@@ -159,6 +159,47 @@ def _print_stats(engine: str, result: api.RunResult, seconds: float) -> None:
 
 
 @app.command()
+def batch(
+    programs: list[str] = typer.Argument(..., help="WASI programs (.c, .wat, .wasm)."),
+    engine: str = typer.Option("reference", help="Executor: reference, torch or fast."),
+    jobs: int = typer.Option(0, "--jobs", "-j", min=0,
+                             help="Worker processes; 0: one per CPU."),
+    max_steps: int = MAX_STEPS_OPTION,
+    max_tokens: int = MAX_TOKENS_OPTION,
+    timeout: float = TIMEOUT_OPTION,
+) -> None:
+    """Run several programs at once over the CPUs (a process pool).
+
+    Per program, in order: its stdout, then one line on stderr (name, exit code, time,
+    tokens or instructions, or why it did not run). Exit code: 0 when every program ran and
+    exited 0, else the first non-zero one (a refusal or budget stop counts as its code).
+    """
+    _check_max_steps(max_steps)
+    if engine not in api.ENGINES:
+        raise InputError(f"unknown engine '{engine}' (available: {', '.join(api.ENGINES)})")
+    start = time.perf_counter()
+    results = api.run_many(programs, jobs=jobs or None, engine=engine,
+                           max_steps=max_steps or None, max_tokens=max_tokens or None,
+                           timeout=timeout or None)
+    code = 0
+    for name, result in zip(programs, results, strict=True):
+        if isinstance(result, str):
+            err_console.print(f"{name}: {result}", markup=False)
+            code = code or (124 if result.startswith("BudgetExceeded") else 2)
+            continue
+        sys.stdout.buffer.write(result.stdout)
+        sys.stdout.flush()
+        work = (f"tokens={result.tokens}" if result.tokens is not None
+                else f"instructions={result.instructions}")
+        err_console.print(f"{name}: exit={result.exit_code} {work} run={result.seconds:.3f}s"
+                          + (f" trap: {result.trap}" if result.trap else ""), markup=False)
+        code = code or result.exit_code
+    err_console.print(f"batch: {len(programs)} programs in {time.perf_counter() - start:.2f} s "
+                      f"({engine}, {jobs or os.cpu_count()} jobs)", markup=False)
+    raise typer.Exit(code)
+
+
+@app.command()
 def trace(
     program: str = typer.Argument(..., help="PROG.c, PROG.wat or PROG.wasm (a WASI program)."),
     max_steps: int = MAX_STEPS_OPTION,
