@@ -225,6 +225,33 @@ def plot_scaling(scaling: dict, target: Path) -> bool:
     return True
 
 
+def measure_batch(names: list[str], engine: str = "reference") -> list[tuple[int, float]]:
+    """(jobs, wall seconds) for ``names`` run together by ``api.run_many`` with one worker,
+    then one per CPU (the pool's start-up included: it is part of the price)."""
+    from . import api
+
+    paths = [str(EXAMPLES / f"{name}.c") for name in names]
+    out = []
+    for jobs in sorted({1, multiprocessing.cpu_count()}):
+        start = time.perf_counter()
+        results = api.run_many(paths, jobs=jobs, engine=engine)
+        if any(isinstance(r, str) for r in results):
+            raise RuntimeError(f"batch: {next(r for r in results if isinstance(r, str))}")
+        out.append((jobs, time.perf_counter() - start))
+    return out
+
+
+def render_batch(names: list[str], timings: list[tuple[int, float]]) -> list[str]:
+    lines = ["", "## Batch: several programs at once", "",
+             f"`wasmformer batch` (`api.run_many`, a process pool) on the {len(names)} programs "
+             f"above ({', '.join(names)}), reference engine, wall time including the pool's "
+             "start-up (each worker imports wasmformer).", "",
+             "| jobs | wall s | programs / s |", "|---:|---:|---:|"]
+    lines += [f"| {jobs} | {seconds:.2f} | {len(names) / seconds:.2f} |"
+              for jobs, seconds in timings]
+    return lines
+
+
 # ---- report ----------------------------------------------------------------------------
 
 
@@ -330,6 +357,8 @@ def run_bench(out_dir: Path, *, quick: bool = False, engines: tuple[str, ...] | 
     scaling_plot = "bench-scaling.png" if plot_scaling(scaling, out_dir / "bench-scaling.png") \
         else None
     scaling_lines = render_scaling(scaling, scaling_plot) if scaling else []
+    if with_scaling and len(names) > 1:
+        scaling_lines += render_batch(names, measure_batch(names))
     target = out_dir / "BENCHMARKS.md"
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.write_text(render(rows, engines, plots, time.perf_counter() - started, scaling_lines))
