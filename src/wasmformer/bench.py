@@ -357,7 +357,7 @@ def run_bench(out_dir: Path, *, quick: bool = False, engines: tuple[str, ...] | 
     scaling_plot = "bench-scaling.png" if plot_scaling(scaling, out_dir / "bench-scaling.png") \
         else None
     scaling_lines = render_scaling(scaling, scaling_plot) if scaling else []
-    if with_scaling and len(names) > 1:
+    if with_scaling and not quick and len(names) > 1:  # --quick stays CI-sized
         scaling_lines += render_batch(names, measure_batch(names))
     target = out_dir / "BENCHMARKS.md"
     tmp = target.with_name(f".{target.name}.tmp")
