@@ -196,6 +196,7 @@ class CompiledHull:
         self.arrays = (*chains, np.zeros((1, 2, capacity), dtype=np.bool_),
                        np.zeros((1, 2), dtype=np.int64), np.ones(1, dtype=np.bool_),
                        np.zeros((1, 2), dtype=np.int64), np.zeros((1, 3), dtype=np.int64))
+        self.margins = np.full(1, np.inf)  # the smallest certified score gap
 
     def append(self, key) -> None:
         key = np.asarray(key, dtype=np.float64)
@@ -204,7 +205,9 @@ class CompiledHull:
 
     def argmax(self, query) -> int | None:
         query = np.asarray(query, dtype=np.float64)
-        winner = int(self.kernel._hull_argmax(0, query, self.d, *self.arrays))
+        winner = int(self.kernel._hull_argmax(0, query, self.d, *self.arrays, self.margins))
+        if winner >= 0:  # a certified winner leads by a grid spacing of at least this
+            assert ONE_HOT_GAP <= self.margins[0] < np.inf
         return None if winner < 0 else winner
 
 
