@@ -40,3 +40,18 @@ def test_bench_refuses_an_unknown_engine(tmp_path):
     proc = wasmformer("bench", "-o", str(tmp_path), "--engine", "nope")
     assert_one_clean_line(proc, 2, "unknown or unavailable engine 'nope'")
     assert not (tmp_path / "BENCHMARKS.md").exists()
+
+
+def test_scaling_measures_both_transformer_engines(tmp_path):
+    """A short scaling run: both engines decode sum_to (checked against the token machine
+    inside ``decode_windows``), and the section tabulates and plots their windows."""
+    from wasmformer.bench import _measure_scaling, plot_scaling, render_scaling
+
+    scaling = {e: _measure_scaling(e, 450, [32, 64]) for e in ("torch", "fast")}
+    for d in scaling.values():
+        assert d["marks"][-1] > 64 and d["prompt"] + d["marks"][-1] <= 450
+        assert all(b >= a for a, b in zip(d["times"], d["times"][1:], strict=False))
+    lines = render_scaling(scaling, "s.png")
+    rows = [line for line in lines if line.startswith("| ") and ".." in line]
+    assert len(rows) == 3 and all(row.endswith("x |") for row in rows)
+    assert plot_scaling(scaling, tmp_path / "s.png") and (tmp_path / "s.png").stat().st_size > 1000

@@ -280,11 +280,36 @@ def test_torch_wall_clock_budget(tmp_path: Path) -> None:
                           124, "wall-clock budget of 0.5 s exhausted after")
 
 
+def test_run_engine_fast(tmp_path: Path) -> None:
+    prog = tmp_path / "loop.wat"
+    prog.write_text(LOOP_FIVE)
+    proc = wasmformer("run", str(prog), "--engine", "fast", "--stats")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == b""
+    assert b"engine=fast prompt=" in proc.stderr and b"tokens/s scans=0 min_margin=" in proc.stderr
+
+
+def test_fast_engine_refusals_and_budget(tmp_path: Path) -> None:
+    exit_three = tmp_path / "exit.wat"
+    exit_three.write_text(EXIT_THREE)
+    assert_one_clean_line(wasmformer("run", str(exit_three), "--engine", "fast"), 2,
+                          "the fast engine cannot execute this program yet: pc ")
+    body = " ".join(f"(local.set $x (i32.add (local.get $x) (i32.const {i})))" for i in range(200))
+    long = tmp_path / "long.wat"
+    long.write_text(f'(module (func (export "_start") (local $x i32) {body}))')
+    assert_one_clean_line(wasmformer("run", str(long), "--engine", "fast"), 2,
+                          "the universal model is proven exact for at most")
+    forever = tmp_path / "forever.wat"
+    forever.write_text(LOOP_FOREVER)
+    assert_one_clean_line(wasmformer("run", str(forever), "--engine", "fast", "--max-tokens", "30"),
+                          124, "token budget of 30 exhausted (trace tokens generated)")
+
+
 def test_max_tokens_needs_torch(tmp_path: Path) -> None:
     prog = tmp_path / "loop.wat"
     prog.write_text(LOOP_FIVE)
     assert_one_clean_line(wasmformer("run", str(prog), "--max-tokens", "9"), 2,
-                          "max_tokens bounds the torch engine")
+                          "max_tokens bounds the torch and fast engines")
 
 
 def test_build_float32_is_refused(tmp_path: Path) -> None:
@@ -308,3 +333,21 @@ def test_build_writes_a_model_that_loads_bit_identical(tmp_path: Path) -> None:
     tokens = torch.arange(0, 900).remainder(931).view(1, -1)  # any tokens: the same numbers
     with torch.inference_mode():
         assert torch.equal(loaded(tokens), built(tokens))
+
+
+def test_batch_runs_programs_in_a_pool(tmp_path: Path) -> None:
+    """Three programs over two worker processes: each one's output in order, one line each
+    on stderr, the first non-zero exit code; the same outputs as one run at a time."""
+    names = []
+    for name, wat in (("write", WRITE_AND_EXIT), ("loop", LOOP_FIVE), ("exit", EXIT_THREE)):
+        (tmp_path / f"{name}.wat").write_text(wat)
+        names.append(str(tmp_path / f"{name}.wat"))
+    forever = tmp_path / "forever.wat"
+    forever.write_text(LOOP_FOREVER)
+    proc = wasmformer("batch", *names, str(forever), "--jobs", "2", "--max-steps", "1000")
+    assert proc.returncode == 7, proc.stderr
+    assert proc.stdout == b"hi\n" == wasmformer("run", names[0]).stdout
+    lines = proc.stderr.decode().splitlines()
+    assert [line.split(":")[0] for line in lines[:4]] == names + [str(forever)]
+    assert "exit=7" in lines[0] and "exit=0" in lines[1] and "exit=3" in lines[2]
+    assert "BudgetExceeded" in lines[3] and lines[4].startswith("batch: 4 programs in")

@@ -1,4 +1,5 @@
-"""The torch engine (wasmformer.engine) against the reference token machine.
+"""The transformer engines (wasmformer.engine: torch and fast) against the reference token
+machine.
 
 - on the universal graph's programs (tests/universal_programs.py): the tokens the engine
   generates equal the token machine's, token for token, invocation after invocation on one
@@ -7,6 +8,8 @@
   reference engine's results, and its tokens are the token machine's;
 - refusals before any token (an instruction the graph does not cover, a host call, a stream
   over the proven positions), the token budget, engines not mixed on one instance;
+- the fast engine (the fast decoder behind the same session) on every program, equal to the
+  token machine and to the torch engine; its statistics (no scan, the certified margin);
 - the sparse fast path is bit-identical to the dense model; a saved model loads back
   bit-identical.
 
@@ -26,7 +29,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from universal_programs import PROGRAMS, stream  # noqa: E402
 
 import wasmformer  # noqa: E402
-from wasmformer.engine import BUCKETS, TorchSession, fast_model, universal_model  # noqa: E402
+from wasmformer.engine import (  # noqa: E402
+    BUCKETS,
+    Session,
+    TorchSession,
+    fast_model,
+    universal_model,
+)
+from wasmformer.engine.hull import ONE_HOT_GAP  # noqa: E402
 from wasmformer.errors import BudgetExceeded, EngineRefusal, InputError  # noqa: E402
 from wasmformer.machine import Instance, TokenMachine  # noqa: E402
 from wasmformer.model import load_model, save_model  # noqa: E402
@@ -46,12 +56,12 @@ def machine_instance(wat: str) -> Instance:
     return Instance(load_module(program_bytes(wat).wasm))
 
 
-def check_program(name: str) -> int:
-    """Run ``name``'s invocations on one TorchSession; every token must be the token
-    machine's. Returns the tokens generated."""
+def check_program(name: str, engine: str = "torch") -> int:
+    """Run ``name``'s invocations on one session of ``engine``; every token must be the
+    token machine's. Returns the tokens generated."""
     wat, calls = PROGRAMS[name]
     want = stream(name)
-    session = TorchSession(machine_instance(wat))
+    session = Session(machine_instance(wat), engine=engine)
     assert session.stream == want.prompt
     generated = 0
     for (export, args), trace in zip(calls, want.traces, strict=True):
@@ -74,6 +84,23 @@ def test_engine_generates_the_token_machines_trace(model, name: str) -> None:
 @pytest.mark.parametrize("name", sorted(set(PROGRAMS) - set(FAST)))
 def test_engine_generates_every_programs_trace(model, name: str) -> None:
     assert check_program(name) > 0
+
+
+@pytest.mark.parametrize("name", sorted(PROGRAMS))
+def test_fast_engine_generates_every_programs_trace(name: str) -> None:
+    assert check_program(name, "fast") > 0
+
+
+def test_fast_and_torch_engines_give_the_same_tokens(model) -> None:
+    wat, calls = PROGRAMS["sum_to"]
+    torch_session = TorchSession(machine_instance(wat))
+    fast_session = Session(machine_instance(wat), engine="fast")
+    for export, args in calls:
+        assert fast_session.invoke(export, args).tokens == torch_session.invoke(export, args).tokens
+    assert fast_session.stream == torch_session.stream
+    assert fast_session.scans == 0  # every lookup certified by its hull
+    assert fast_session.margin is not None and fast_session.margin >= ONE_HOT_GAP
+    assert torch_session.scans is None and torch_session.margin is None
 
 
 # --- the public API on hand-written programs ---
@@ -109,6 +136,28 @@ def test_api_persistent_instance_matches_the_reference(model) -> None:
         got = torch_inst.invoke_torch(export, args)
         assert got.tokens == machine.invoke(export, args).tokens
         assert got.outcome.results == ref_inst.invoke(export, args)
+
+
+def test_api_persistent_instance_on_the_fast_engine() -> None:
+    """The same four invocations on the fast engine: the token machine's tokens, the
+    reference engine's results, through both API calls."""
+    fast_inst, ref_inst = wasmformer.load(COUNTER), wasmformer.load(COUNTER)
+    machine = TokenMachine(machine_instance(COUNTER))
+    for export, args in CALLS:  # each call twice: through invoke_tokens, then invoke
+        got = fast_inst.invoke_tokens(export, args, engine="fast")
+        assert got.tokens == machine.invoke(export, args).tokens
+        assert got.outcome.results == ref_inst.invoke(export, args)
+        assert fast_inst.invoke(export, args, engine="fast") == ref_inst.invoke(export, args)
+        machine.invoke(export, args)  # the token machine follows the same state
+
+
+def test_run_on_the_fast_engine() -> None:
+    result = wasmformer.run(START, engine="fast")
+    want = wasmformer.run(START, engine="torch")
+    assert (result.exit_code, result.stdout, result.trap) == (0, b"", None)
+    assert (result.tokens, result.prompt_tokens, result.generated) == \
+        (want.tokens, want.prompt_tokens, want.generated)
+    assert result.scans == 0 and result.margin is not None
 
 
 @pytest.mark.slow
@@ -186,6 +235,18 @@ def test_engines_are_not_mixed_on_one_instance(model) -> None:
     assert inst.invoke("poly", [2, 1], engine="torch") == [5]
     with pytest.raises(InputError, match="ran on the torch engine"):
         inst.invoke("poly", [2, 1])
+    with pytest.raises(InputError, match="ran on the torch engine"):
+        inst.invoke("poly", [2, 1], engine="fast")
+
+
+def test_fast_engine_refusals_and_budget() -> None:
+    with pytest.raises(EngineRefusal, match="the fast engine cannot execute this program yet"):
+        wasmformer.load(MEMORY).invoke("f", [8], engine="fast")
+    inst = wasmformer.load(COUNTER)
+    with pytest.raises(BudgetExceeded, match="token budget of 5 exhausted"):
+        inst.invoke("gcd", [12, 18], engine="fast", max_tokens=5)
+    with pytest.raises(EngineRefusal, match="was cut"):
+        inst.invoke("gcd", [1, 1], engine="fast")
 
 
 # --- the models ---
@@ -206,7 +267,8 @@ def test_saved_model_loads_bit_identical(model, tmp_path: Path) -> None:
         assert torch.equal(loaded(tokens), dense(tokens))
 
 
-def test_stops_where_the_proven_positions_end(model, monkeypatch) -> None:
+@pytest.mark.parametrize("engine", ["torch", "fast"])
+def test_stops_where_the_proven_positions_end(model, monkeypatch, engine: str) -> None:
     """With the 2048 bucket the largest, a loop whose prompt nearly fills it stops (exit 124)
     when the stream reaches 2048 positions, never decoding past the proof."""
     from wasmformer.engine import models, session
@@ -218,4 +280,4 @@ def test_stops_where_the_proven_positions_end(model, monkeypatch) -> None:
     inst = wasmformer.load(wat)
     with pytest.raises(BudgetExceeded, match="the stream reached 2,049 tokens, more than the "
                                              "2,048 positions the universal model is proven"):
-        inst.invoke("f", [1], engine="torch")
+        inst.invoke("f", [1], engine=engine)

@@ -4,7 +4,7 @@ The public API: ``run`` a WASI program, ``load`` a module and ``invoke`` its exp
 ``trace`` a program's run as the token protocol's prompt and trace.
 """
 
-from .api import Instance, RunResult, TraceResult, load, run, trace
+from .api import Instance, RunResult, TraceResult, load, run, run_many, trace
 from .errors import (
     BudgetExceeded,
     CompileError,
@@ -34,5 +34,6 @@ __all__ = [
     "WasmformerError",
     "load",
     "run",
+    "run_many",
     "trace",
 ]

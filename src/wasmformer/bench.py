@@ -8,6 +8,10 @@ RSS is its own and a crash or a hang stays contained (``per_run_timeout``).
 
 An engine that cannot execute a program yet (the universal graph does not cover it) gets its
 one-line reason in the table instead of a number: nothing is estimated.
+
+The scaling section (``scaling``): tokens/s against the position for the transformer
+engines (torch's KV cache: O(n) attention per token; fast's hull caches: O(log n)) on one
+looping wat program run as far as the proven numerics allow, each engine in its own process.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 QUICK_MAX_INSTRUCTIONS = 100_000  # --quick: programs the manifest says run under this
+SCALING_TIMEOUT = 1800.0  # seconds for one engine's scaling sweep (torch: ~6K tokens)
 
 
 @dataclass
@@ -132,6 +137,121 @@ def measure_program(name: str, engines: tuple[str, ...], per_run_timeout: float)
     return row
 
 
+def _measure_scaling(engine: str, positions: int, marks: list[int]) -> dict:
+    from .scaling import decode_windows, workload
+
+    prompt, trace = workload(positions)
+    marks = [m for m in marks if m < len(trace)] + [len(trace)]
+    prefill, times = decode_windows(engine, prompt, trace, marks)
+    return {"prompt": len(prompt), "marks": marks, "times": times, "prefill": prefill}
+
+
+def measure_scaling(engines: tuple[str, ...], quick: bool, per_run_timeout: float) -> dict:
+    """Per transformer engine: windowed CPU times of one long sum_to run (see ``scaling``)."""
+    from .engine import BUCKETS
+
+    positions = 1024 if quick else BUCKETS[-1]
+    marks = [2**k for k in range(6, 13)]
+    timeout = max(per_run_timeout, SCALING_TIMEOUT)  # one run is a whole sweep
+    return {e: _isolated(_measure_scaling, e, positions, marks, timeout=timeout)
+            for e in engines if e in ("torch", "fast")}
+
+
+def _windows(d: dict) -> list[tuple[int, int, float]]:
+    """(first position, last position, tokens/s) per window of a scaling run."""
+    out, previous, t0 = [], 0, 0.0
+    for mark, t in zip(d["marks"], d["times"], strict=True):
+        if t > t0:
+            out.append((d["prompt"] + previous, d["prompt"] + mark - 1, (mark - previous) / (t - t0)))
+        previous, t0 = mark, t
+    return out
+
+
+def render_scaling(scaling: dict, plot: str | None) -> list[str]:
+    ok = {e: d for e, d in scaling.items() if "times" in d}
+    lines = ["", "## Scaling: tokens/s against trace length", "",
+             "`sum_to(n)` (a wat loop the universal graph covers; n the largest that fits the "
+             "proven positions) decoded greedily by each transformer engine's decoder on the "
+             "model proven for the whole stream, every token checked against the reference "
+             "token machine; tokens/s per window of positions, on one thread, in the "
+             "process's CPU time (the machine is shared)."]
+    for e, d in scaling.items():
+        if "note" in d:
+            lines += ["", f"{e}: {d['note']}"]
+    if not ok:
+        return lines
+    first = next(iter(ok.values()))
+    lines += ["", f"Prompt + header: {first['prompt']:,} tokens; trace: {first['marks'][-1]:,} "
+              "tokens. " + "; ".join(f"{e}: all tokens in {d['times'][-1]:.2f} s "
+                                     f"({d['marks'][-1] / d['times'][-1]:,.0f} tokens/s), "
+                                     f"prefill {d['prefill']:.2f} s" for e, d in ok.items()),
+              "", "| positions | " + " | ".join(f"{e} tokens/s" for e in ok)
+              + (" | fast / torch |" if {"torch", "fast"} <= set(ok) else " |"),
+              "|---|" + "---:|" * (len(ok) + ({"torch", "fast"} <= set(ok)))]
+    windows = {e: _windows(d) for e, d in ok.items()}
+    for i, (lo, hi, _) in enumerate(next(iter(windows.values()))):
+        rates = {e: w[i][2] for e, w in windows.items() if i < len(w)}
+        cells = [f"{lo:,}..{hi:,}"] + [_fmt(rates.get(e)) for e in ok]
+        if "torch" in rates and "fast" in rates:
+            cells.append(f"{rates['fast'] / rates['torch']:,.0f}x")
+        lines.append("| " + " | ".join(cells) + " |")
+    if plot:
+        lines += ["", f"![{plot}]({plot})"]
+    return lines
+
+
+def plot_scaling(scaling: dict, target: Path) -> bool:
+    """tokens/s per window against the position, log-log, one series per engine."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = {e: _windows(d) for e, d in scaling.items() if "times" in d}
+    if not ok:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for e, w in ok.items():
+        ax.plot([hi for _, hi, _ in w], [r for _, _, r in w], marker="o",
+                label=f"{e} ({'hull cache' if e == 'fast' else 'KV cache'})")
+    ax.set(xscale="log", yscale="log", xlabel="position (prompt + trace tokens)",
+           ylabel="tokens / s (CPU time, one thread)",
+           title="Decoding speed against trace length (sum_to)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def measure_batch(names: list[str], engine: str = "reference") -> list[tuple[int, float]]:
+    """(jobs, wall seconds) for ``names`` run together by ``api.run_many`` with one worker,
+    then one per CPU (the pool's start-up included: it is part of the price)."""
+    from . import api
+
+    paths = [str(EXAMPLES / f"{name}.c") for name in names]
+    out = []
+    for jobs in sorted({1, multiprocessing.cpu_count()}):
+        start = time.perf_counter()
+        results = api.run_many(paths, jobs=jobs, engine=engine)
+        if any(isinstance(r, str) for r in results):
+            raise RuntimeError(f"batch: {next(r for r in results if isinstance(r, str))}")
+        out.append((jobs, time.perf_counter() - start))
+    return out
+
+
+def render_batch(names: list[str], timings: list[tuple[int, float]]) -> list[str]:
+    lines = ["", "## Batch: several programs at once", "",
+             f"`wasmformer batch` (`api.run_many`, a process pool) on the {len(names)} programs "
+             f"above ({', '.join(names)}), reference engine, wall time including the pool's "
+             "start-up (each worker imports wasmformer).", "",
+             "| jobs | wall s | programs / s |", "|---:|---:|---:|"]
+    lines += [f"| {jobs} | {seconds:.2f} | {len(names) / seconds:.2f} |"
+              for jobs, seconds in timings]
+    return lines
+
+
 # ---- report ----------------------------------------------------------------------------
 
 
@@ -144,7 +264,7 @@ def _rate(m: Measurement) -> float | None:
 
 
 def render(rows: list[ProgramRow], engines: tuple[str, ...], plots: list[str],
-           seconds: float) -> str:
+           seconds: float, scaling: list[str] = ()) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -182,6 +302,7 @@ def render(rows: list[ProgramRow], engines: tuple[str, ...], plots: list[str],
         lines.append("| " + " | ".join(cells) + " |")
     for p in plots:
         lines += ["", f"![{p}]({p})"]
+    lines += list(scaling)
     return "\n".join(lines) + "\n"
 
 
@@ -212,8 +333,10 @@ def plot_rates(rows: list[ProgramRow], engines: tuple[str, ...], target: Path) -
 
 
 def run_bench(out_dir: Path, *, quick: bool = False, engines: tuple[str, ...] | None = None,
-              per_run_timeout: float = 900.0, names: list[str] | None = None) -> Path:
-    """Measure the suite (or ``names``) and write ``out_dir/BENCHMARKS.md`` (and its plot)."""
+              per_run_timeout: float = 900.0, names: list[str] | None = None,
+              with_scaling: bool = True) -> Path:
+    """Measure the suite (or ``names``) and the scaling of the transformer engines; write
+    ``out_dir/BENCHMARKS.md`` and its plots."""
     from rich.progress import Progress
 
     from . import api
@@ -228,10 +351,16 @@ def run_bench(out_dir: Path, *, quick: bool = False, engines: tuple[str, ...] | 
             progress.update(task, description=f"benchmarking {name}")
             rows.append(measure_program(name, engines, per_run_timeout))
             progress.advance(task)
+    scaling = measure_scaling(engines, quick, per_run_timeout) if with_scaling else {}
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = ["bench-speed.png"] if plot_rates(rows, engines, out_dir / "bench-speed.png") else []
+    scaling_plot = "bench-scaling.png" if plot_scaling(scaling, out_dir / "bench-scaling.png") \
+        else None
+    scaling_lines = render_scaling(scaling, scaling_plot) if scaling else []
+    if with_scaling and not quick and len(names) > 1:  # --quick stays CI-sized
+        scaling_lines += render_batch(names, measure_batch(names))
     target = out_dir / "BENCHMARKS.md"
     tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(render(rows, engines, plots, time.perf_counter() - started))
+    tmp.write_text(render(rows, engines, plots, time.perf_counter() - started, scaling_lines))
     tmp.replace(target)
     return target

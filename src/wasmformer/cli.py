@@ -46,8 +46,8 @@ MAX_STEPS_OPTION = typer.Option(
 )
 MAX_TOKENS_OPTION = typer.Option(
     0, "--max-tokens", min=0,
-    help="--engine torch: stop (exit 124) after generating this many trace tokens; 0: up to "
-         "the model's proven positions.",
+    help="--engine torch/fast: stop (exit 124) after generating this many trace tokens; 0: "
+         "up to the model's proven positions.",
 )
 
 
@@ -101,13 +101,19 @@ def _write_atomically(target: Path, data: bytes | Callable[[Path], None]) -> Non
 @app.command()
 def run(
     program: str = typer.Argument(..., help="PROG.c, PROG.wat or PROG.wasm (a WASI program)."),
-    engine: str = typer.Option("reference", help="Executor: reference or torch (fast: coming)."),
+    engine: str = typer.Option(
+        "reference",
+        help="Executor: reference (the default: the reference machine; runs every program), "
+             "torch (the universal transformer, KV cache) or fast (the same weights, "
+             "hull-cached decoder). torch and fast refuse what their graph does not cover "
+             "yet (host calls, memory, long prompts: no C program so far)."),
     max_steps: int = MAX_STEPS_OPTION,
     max_tokens: int = MAX_TOKENS_OPTION,
     timeout: float = TIMEOUT_OPTION,
     max_memory_pages: int = MEMORY_PAGES_OPTION,
     max_call_depth: int = CALL_DEPTH_OPTION,
-    stats: bool = typer.Option(False, "--stats", help="Print instructions, time and speed to stderr."),
+    stats: bool = typer.Option(False, "--stats",
+                               help="Print instructions or tokens, time and speed to stderr."),
 ) -> None:
     """Run a program; its stdout is printed byte for byte and its exit code returned."""
     _check_max_steps(max_steps)
@@ -137,14 +143,60 @@ def run(
 def _print_stats(engine: str, result: api.RunResult, seconds: float) -> None:
     if result.tokens is not None:  # a transformer engine: tokens, not instructions
         decode = result.decode_seconds or 0.0
-        rate = result.tokens / decode if decode > 0 else 0.0
+        positions = (result.prompt_tokens or 0) + result.tokens
+        rate = positions / decode if decode > 0 else 0.0
         line = (f"engine={engine} prompt={result.prompt_tokens} tokens={result.tokens} "
-                f"wall={seconds:.3f}s decode={decode:.3f}s speed={rate:,.1f} tokens/s")
+                f"generated={result.generated} wall={seconds:.3f}s decode={decode:.3f}s "
+                f"speed={rate:,.1f} tokens/s")
+        if result.scans is not None:
+            margin = "none" if result.margin is None else f"{result.margin:g}"
+            line += f" scans={result.scans} min_margin={margin}"
     else:
         rate = (result.instructions or 0) / result.seconds if result.seconds > 0 else 0.0
         line = (f"engine={engine} instructions={result.instructions} wall={seconds:.3f}s "
                 f"run={result.seconds:.3f}s speed={rate:,.0f} instr/s")
     err_console.print(f"{line} exit={result.exit_code}", markup=False)
+
+
+@app.command()
+def batch(
+    programs: list[str] = typer.Argument(..., help="WASI programs (.c, .wat, .wasm)."),
+    engine: str = typer.Option("reference", help="Executor: reference, torch or fast."),
+    jobs: int = typer.Option(0, "--jobs", "-j", min=0,
+                             help="Worker processes; 0: one per CPU."),
+    max_steps: int = MAX_STEPS_OPTION,
+    max_tokens: int = MAX_TOKENS_OPTION,
+    timeout: float = TIMEOUT_OPTION,
+) -> None:
+    """Run several programs at once over the CPUs (a process pool).
+
+    Per program, in order: its stdout, then one line on stderr (name, exit code, time,
+    tokens or instructions, or why it did not run). Exit code: 0 when every program ran and
+    exited 0, else the first non-zero one (a refusal or budget stop counts as its code).
+    """
+    _check_max_steps(max_steps)
+    if engine not in api.ENGINES:
+        raise InputError(f"unknown engine '{engine}' (available: {', '.join(api.ENGINES)})")
+    start = time.perf_counter()
+    results = api.run_many(programs, jobs=jobs or None, engine=engine,
+                           max_steps=max_steps or None, max_tokens=max_tokens or None,
+                           timeout=timeout or None)
+    code = 0
+    for name, result in zip(programs, results, strict=True):
+        if isinstance(result, str):
+            err_console.print(f"{name}: {result}", markup=False)
+            code = code or (124 if result.startswith("BudgetExceeded") else 2)
+            continue
+        sys.stdout.buffer.write(result.stdout)
+        sys.stdout.flush()
+        work = (f"tokens={result.tokens}" if result.tokens is not None
+                else f"instructions={result.instructions}")
+        err_console.print(f"{name}: exit={result.exit_code} {work} run={result.seconds:.3f}s"
+                          + (f" trap: {result.trap}" if result.trap else ""), markup=False)
+        code = code or result.exit_code
+    err_console.print(f"batch: {len(programs)} programs in {time.perf_counter() - start:.2f} s "
+                      f"({engine}, {jobs or os.cpu_count()} jobs)", markup=False)
+    raise typer.Exit(code)
 
 
 @app.command()

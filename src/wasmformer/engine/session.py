@@ -1,11 +1,15 @@
-"""The torch engine: an instance's execution as greedy decoding of the universal model.
+"""The transformer engines: an instance's execution as greedy decoding of the universal model.
 
-A ``TorchSession`` holds one instance's token stream (docs/PROTOCOL.md): the prompt (the
+A ``Session`` holds one instance's token stream (docs/PROTOCOL.md): the prompt (the
 fused program and the instance's state when the session began), then per invocation the
 header the engine writes (``CALL entry 00 00`` + the arguments, from the token machine's
-``invocation``) and the trace the model generates, one token at a time with the model's
-KV cache, up to ``HALT``, ``EXIT code`` or ``TRAP reason payload``. The KV cache *is* the
-machine state, so later invocations continue the same stream (a persistent instance).
+``invocation``) and the trace the model generates, one token at a time, up to ``HALT``,
+``EXIT code`` or ``TRAP reason payload``. The model's cache *is* the machine state, so later
+invocations continue the same stream (a persistent instance).
+
+Two engines share everything here and differ only in their ``decoders.Decoder``: ``torch``
+(the torch module's KV cache) and ``fast`` (the fast decoder: hull-cached lookup heads, the
+loop compiled with numba). Both read the same weights and give the same tokens.
 
 Refusals come before any token is generated (``EngineRefusal``): an invocation that may
 reach an instruction the universal graph does not cover (``universal.supported``, through
@@ -23,9 +27,6 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import torch
 
 from ..errors import BudgetExceeded, EngineRefusal, InputError
 from ..graph import GraphError
@@ -35,13 +36,16 @@ from ..machine.instance import Instance
 from ..machine.prompt import prompt_tokens
 from ..machine.reference import Deadline
 from ..machine.tokens import TokenMachine
-from ..model import Transformer
 from ..universal import Limits, supported
 from .coverage import Coverage
+from .decoders import Decoder, FastDecoding, TorchDecoding
 from .models import BUCKETS, bucket_for, fast_model, universal_model
 
 HALT, EXIT, TRAP = vocab.tok("HALT"), vocab.tok("EXIT"), vocab.tok("TRAP")
-PREFILL_CHUNK = 1024  # positions fed per forward pass when filling the cache
+ENDINGS = frozenset((HALT, EXIT, TRAP))
+OUTPUT = frozenset(range(vocab.STDOUT, vocab.NAMED))  # out:XX and err:XX
+STOPS = ENDINGS | OUTPUT  # a decode call returns at each of these (output is streamed)
+ENGINES = ("torch", "fast")
 
 
 @dataclass
@@ -51,8 +55,13 @@ class Invocation:
     tokens: list[int]  # the header, then the generated trace
     generated: int  # tokens the model generated
     outcome: Outcome  # detokenized: output, exit code, trap, results
-    prefill_seconds: float
-    decode_seconds: float
+    prefill_seconds: float  # up to the first decode call's return (the stream fed; the
+    #                         fast engine generates up to 512 tokens in that call too)
+    decode_seconds: float  # the rest of the invocation
+
+    @property
+    def seconds(self) -> float:
+        return self.prefill_seconds + self.decode_seconds
 
     @property
     def ending(self) -> str:
@@ -62,41 +71,56 @@ class Invocation:
         return "halt" if self.tokens[-1] == HALT else "exit"
 
 
-class TorchSession:
-    """One instance's token stream on the universal model."""
+class Session:
+    """One instance's token stream on the universal model, decoded by ``engine``."""
 
-    def __init__(self, instance: Instance, *, dtype: str = "float64", device: str | None = None,
-                 sparse: bool | None = None):
+    def __init__(self, instance: Instance, *, engine: str = "torch", dtype: str = "float64",
+                 device: str | None = None, sparse: bool | None = None):
+        if engine not in ENGINES:
+            raise InputError(f"unknown transformer engine {engine!r} ({', '.join(ENGINES)})")
+        self.engine = engine
         self.machine = TokenMachine(instance)  # the fused program and the invocation tokens
         self.fused = self.machine.fused
         # The device: WASMFORMER_DEVICE (default cpu). Sparse weights pay on a CPU only.
         self.device = device or os.environ.get("WASMFORMER_DEVICE", "cpu")
+        if engine == "fast" and (self.device != "cpu" or dtype != "float64"):
+            raise InputError("the fast engine runs float64 on the CPU")
         self.dtype = dtype
         self.sparse = self.device == "cpu" if sparse is None else sparse
         self.coverage = Coverage(self.fused, supported(self.fused))
         try:
             Limits(max_len=BUCKETS[-1]).check(self.fused, 0)
         except GraphError as exc:
-            raise EngineRefusal(f"the torch engine cannot execute this program: {exc}") from None
+            raise EngineRefusal(f"the {engine} engine cannot execute this program: {exc}") from None
         self.stream = prompt_tokens(instance, self.fused, self.machine.func_index)
         self.prompt_length = len(self.stream)
-        self.model: Transformer | None = None
-        self.cache = None
-        self.fed = 0  # tokens of the stream in the cache
+        self.decoder: Decoder | None = None
         self.cut = ""  # why the stream can no longer continue (a budget stop)
 
     def rewind(self) -> None:
-        """Drop every invocation: the stream is the prompt again, whose cache is kept (the
-        same tokens give the same keys and values). The result is a fresh session on the
-        state the prompt describes, exact only while the instance's state (memory, globals,
-        tables) is still that state: the caller vouches for it."""
+        """Drop every invocation: the stream is the prompt again, whose cache is kept where
+        the decoder can (the same tokens give the same keys and values). The result is a
+        fresh session on the state the prompt describes, exact only while the instance's
+        state (memory, globals, tables) is still that state: the caller vouches for it."""
         del self.stream[self.prompt_length:]
-        self.fed = min(self.fed, self.prompt_length)
+        if self.decoder is not None:
+            self.decoder.truncate(self.prompt_length)
         self.cut = ""
+
+    @property
+    def scans(self) -> int | None:
+        """The fast engine: lookups the hulls could not certify (answered by a scan)."""
+        return getattr(self.decoder, "scans", None)
+
+    @property
+    def margin(self) -> float | None:
+        """The fast engine: the smallest certified gap between a lookup's winning score and
+        every other key's, over the stream so far."""
+        return getattr(self.decoder, "margin", None)
 
     # --- one invocation ---
 
-    def invoke(self, name: str, args: Sequence[Any] = (), *, max_tokens: int | None = None,
+    def invoke(self, name: str, args: Sequence = (), *, max_tokens: int | None = None,
                deadline: Deadline | None = None,
                on_output: Callable[[int, bytes], None] | None = None) -> Invocation:
         """Write the invocation's header, generate its trace, decode it. ``on_output(fd, data)``
@@ -112,20 +136,21 @@ class TorchSession:
         problems = self.coverage.uncovered(callee.index)
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise EngineRefusal(f"the torch engine cannot execute this program yet: "
+            raise EngineRefusal(f"the {self.engine} engine cannot execute this program yet: "
                                 f"{problems[0]}{more}")
         self._check_room(len(header), max_tokens)
         self.stream.extend(header)
+        self.fit(len(self.stream))  # the model loaded (or built) before the clock starts
         start = time.perf_counter()
-        logits = self._feed_pending()
-        prefilled = time.perf_counter()
-        generated = self._decode(logits, max_tokens, deadline, on_output)
+        run = _Run(self, max_tokens, deadline, on_output)
+        generated = run.until_the_end()
         tokens = header + generated
         outcome = detokenize(tokens, callee.results)
         if outcome.trap is not None:
             outcome.trap = trap_message(outcome.trap, self.fused.code)
-        return Invocation(tokens, len(generated), outcome, prefilled - start,
-                          time.perf_counter() - prefilled)
+        end = time.perf_counter()
+        first = run.first_at or end
+        return Invocation(tokens, len(generated), outcome, first - start, end - first)
 
     def _check_room(self, header: int, max_tokens: int | None) -> None:
         """Refuse a stream that cannot fit the largest proven bucket."""
@@ -139,73 +164,87 @@ class TorchSession:
             raise EngineRefusal(f"the stream needs {need:,} positions ({what}); the universal "
                                 f"model is proven exact for at most {BUCKETS[-1]:,}")
 
-    def _decode(self, logits: torch.Tensor, max_tokens: int | None, deadline: Deadline | None,
-                on_output: Callable[[int, bytes], None] | None) -> list[int]:
-        """Greedy decoding up to the end of the invocation (its last token is not fed yet)."""
-        generated: list[int] = []
-        left = -1  # payload tokens still to come after an ending marker (-1: not ended)
-        while left != 0:
-            if max_tokens is not None and len(generated) >= max_tokens:
-                self._stop(f"token budget of {max_tokens:,} exhausted (trace tokens generated)")
-            if deadline is not None and time.monotonic() > deadline.at:
-                self._stop(f"wall-clock budget of {deadline.seconds:g} s exhausted after "
-                           f"{len(generated):,} tokens")
-            token = int(logits.argmax())
-            generated.append(token)
-            self.stream.append(token)
-            if left > 0:  # a payload token; a trap reason announces a payload of its own
-                after_trap = len(generated) >= 2 and generated[-2] == TRAP
-                left = vocab.trap_payload(token) if after_trap else left - 1
-            else:
-                left = _payload(token)
-            if on_output is not None and vocab.STDOUT <= token < vocab.NAMED:
-                fd = 1 if token < vocab.STDERR else 2
-                on_output(fd, bytes([token - (vocab.STDOUT if fd == 1 else vocab.STDERR)]))
-            if left != 0:
-                logits = self._feed_pending()
-        return generated
-
-    def _stop(self, message: str) -> None:
+    def stop(self, message: str) -> None:
         self.cut = message
         raise BudgetExceeded(message)
 
     # --- the model and its cache ---
 
-    def _feed_pending(self) -> torch.Tensor:
-        """Feed the stream's tokens not yet in the cache; the logits after the last one."""
-        self._fit(len(self.stream))
-        assert self.model is not None
-        device = self.model.lm_head.weight.device
-        logits = None
-        with torch.inference_mode():
-            while self.fed < len(self.stream):
-                chunk = self.stream[self.fed:self.fed + PREFILL_CHUNK]
-                out = self.model.run(torch.tensor([chunk], device=device), self.fed, self.cache)
-                logits = out[0, -1]
-                self.fed += len(chunk)
-        assert logits is not None
-        return logits
+    def generate(self, limit: int, stops: frozenset[int]) -> list[int]:
+        """Feed the stream's tokens not yet in the cache, then generate up to ``limit``
+        tokens (a stop token ends them), never past the positions the model is proven for."""
+        decoder = self.fit(len(self.stream))
+        room = decoder.max_len - len(self.stream) + 1  # the last one is not fed
+        new = decoder.decode(self.stream[decoder.length:], min(limit, room), stops)
+        self.stream.extend(new)
+        return new
 
-    def _fit(self, positions: int) -> None:
-        """Make sure the model is proven for ``positions``: move to a larger bucket if needed."""
-        if self.model is not None and positions <= self.model.config.max_len:
-            return
+    def fit(self, positions: int) -> Decoder:
+        """A decoder proven for ``positions``: move to a larger bucket if needed."""
+        if self.decoder is not None and positions <= self.decoder.max_len:
+            return self.decoder
         bucket = bucket_for(positions)
         if bucket is None:
-            self._stop(f"the stream reached {positions:,} tokens, more than the "
-                       f"{BUCKETS[-1]:,} positions the universal model is proven exact for")
-        choose = fast_model if self.sparse else universal_model
-        self.model = choose(bucket, self.dtype, self.device)
-        self.cache = self.model.new_cache()
-        self.fed = 0  # the larger model reads the whole stream again
+            self.stop(f"the stream reached {positions:,} tokens, more than the "
+                      f"{BUCKETS[-1]:,} positions the universal model is proven exact for")
+        if self.engine == "fast":  # it reads the dense weights; it has its own sparsity
+            self.decoder = FastDecoding(universal_model(bucket))
+        else:
+            choose = fast_model if self.sparse else universal_model
+            self.decoder = TorchDecoding(choose(bucket, self.dtype, self.device))
+        return self.decoder  # the larger model reads the whole stream again
 
 
-def _payload(token: int) -> int:
-    """Tokens after ``token`` that still belong to the end of an invocation (-1: not an end)."""
-    if token == HALT:
-        return 0
-    if token == EXIT:
-        return 4
-    if token == TRAP:
-        return 1  # the reason (its own payload follows)
-    return -1
+TorchSession = Session  # its first name: the torch engine's session
+
+
+class _Run:
+    """One invocation's generation: decode calls up to the ending and its payload, with the
+    token budget and the deadline checked between calls and output streamed."""
+
+    def __init__(self, session: Session, max_tokens: int | None, deadline: Deadline | None,
+                 on_output: Callable[[int, bytes], None] | None):
+        self.session = session
+        self.max_tokens = max_tokens
+        self.deadline = deadline
+        self.on_output = on_output
+        self.generated: list[int] = []
+        self.first_at: float | None = None
+
+    def until_the_end(self) -> list[int]:
+        """Generate up to an ending marker, then its payload (EXIT: 4 bytes; TRAP: the
+        reason, then the reason's own payload)."""
+        while not self.generated or self.generated[-1] not in ENDINGS:
+            self._more(1 << 30, STOPS)
+        if self.generated[-1] == EXIT:
+            self._exactly(4)
+        elif self.generated[-1] == TRAP:
+            self._exactly(1)
+            self._exactly(vocab.trap_payload(self.generated[-1]))
+        return self.generated
+
+    def _exactly(self, count: int) -> None:
+        while count > 0:
+            count -= len(self._more(count, frozenset()))
+
+    def _more(self, limit: int, stops: frozenset[int]) -> list[int]:
+        session, done = self.session, len(self.generated)
+        if self.max_tokens is not None and done >= self.max_tokens:
+            session.stop(f"token budget of {self.max_tokens:,} exhausted (trace tokens "
+                         "generated)")
+        if self.deadline is not None and time.monotonic() > self.deadline.at:
+            session.stop(f"wall-clock budget of {self.deadline.seconds:g} s exhausted after "
+                         f"{done:,} tokens")
+        chunk = session.fit(len(session.stream)).chunk
+        if self.max_tokens is not None:
+            chunk = min(chunk, self.max_tokens - done)
+        new = session.generate(min(limit, chunk), stops)
+        if self.first_at is None:
+            self.first_at = time.perf_counter()
+        self.generated.extend(new)
+        if self.on_output is not None:
+            for token in new:
+                if token in OUTPUT:
+                    fd = 1 if token < vocab.STDERR else 2
+                    self.on_output(fd, bytes([token - (vocab.STDOUT if fd == 1 else vocab.STDERR)]))
+        return new

@@ -1,0 +1,332 @@
+"""The fast decoder's per-token loop in compiled code (numba): embedding, every layer's
+sparse products, every head's hull cache (``hull.HullCache``'s algorithm and checks, in
+int64), the FFNs and the unembedding's argmax, with the generation loop itself inside.
+
+``hull.py`` is the readable statement of the data structure and its certification; this
+module is the same algorithm over flat arrays (``Kernel`` packs them from a ``FastDecoder``'s
+layers), tested against it. int64 replaces Python's integers, so a key must also fit
+``X_LIMIT``/``Y_LIMIT``/``T_LIMIT`` (then every cross product in the hull fits 63 bits), and a
+query's scores must stay below 2**61 (checked per query, in floats with a wide margin);
+otherwise that head falls back to the scan, as any uncertified query does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+from .hull import EXACT_LIMIT, ONE_HOT_GAP
+
+X_LIMIT = 2**20  # |x| bound: differences below 2**21
+Y_LIMIT = 2**40  # |y| bound: differences below 2**41; cross products below 2**62
+T_LIMIT = 2**40
+SCORE_LIMIT = 2.0**61  # |a| |x| + |b| |y| + c |t| stays far from int64 overflow
+
+_jit = nb.njit(cache=True, nogil=True)
+
+
+@_jit
+def _matvec(m, ptr, idx, dat, row0, nrows, x, out, accumulate):
+    """out (+)= matrix m (CSR, rows row0[m].. of ptr) @ x. Four partial sums break the
+    chain of dependent additions; the numerics guard's bounds hold for any summation order
+    (and exact sums are exact in every order)."""
+    base = row0[m]
+    for r in range(nrows[m]):
+        start, stop = ptr[base + r], ptr[base + r + 1]
+        s0 = s1 = s2 = s3 = 0.0
+        j = start
+        while j + 4 <= stop:
+            s0 += dat[j] * x[idx[j]]
+            s1 += dat[j + 1] * x[idx[j + 1]]
+            s2 += dat[j + 2] * x[idx[j + 2]]
+            s3 += dat[j + 3] * x[idx[j + 3]]
+            j += 4
+        while j < stop:
+            s0 += dat[j] * x[idx[j]]
+            j += 1
+        s = (s0 + s1) + (s2 + s3)
+        if accumulate:
+            out[r] += s
+        else:
+            out[r] = s
+
+
+@_jit
+def _above(xa, ya, xb, yb, xc, yc):
+    return (xc - xa) * (yb - ya) > (yc - ya) * (xb - xa)
+
+
+@_jit
+def _shift(arrs_i, arrs_b, start, stop, by):
+    """Move entries [start, stop) by ``by`` places (left when negative)."""
+    if by > 0:
+        for j in range(stop - 1, start - 1, -1):
+            for a in arrs_i:
+                a[j + by] = a[j]
+            arrs_b[j + by] = arrs_b[j]
+    else:
+        for j in range(start, stop):
+            for a in arrs_i:
+                a[j + by] = a[j]
+            arrs_b[j + by] = arrs_b[j]
+
+
+@_jit
+def _chain_insert(xs, ys, ts, ps, shared, n, x, y, t, pos):
+    """Insert into a lower chain of n points; returns the new length (hull.Chain.insert)."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if xs[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    i = lo
+    cols = (xs, ys, ts, ps)
+    if i < n and xs[i] == x:
+        if y > ys[i]:
+            return n
+        if y == ys[i]:
+            ts[i] = t
+            ps[i] = pos
+            shared[i] = True
+            return n
+        _shift(cols, shared, i + 1, n, -1)
+        n -= 1
+    if 0 < i < n and _above(xs[i - 1], ys[i - 1], x, y, xs[i], ys[i]):
+        return n
+    # the neighbours the new point hides: a run on each side
+    left = i
+    while left >= 2 and _above(xs[left - 2], ys[left - 2], xs[left - 1], ys[left - 1], x, y):
+        left -= 1
+    right = i
+    while right + 1 < n and _above(x, y, xs[right], ys[right], xs[right + 1], ys[right + 1]):
+        right += 1
+    # keep [0, left), the new point, then [right, n)
+    by = left + 1 - right
+    if by != 0:
+        _shift(cols, shared, right, n, by)
+    xs[left] = x
+    ys[left] = y
+    ts[left] = t
+    ps[left] = pos
+    shared[left] = False
+    return n + by
+
+
+@_jit
+def _gcd(a, b):
+    a, b = abs(a), abs(b)
+    while b:
+        a, b = b, a % b
+    return a
+
+
+@_jit
+def _as_int(v):
+    """(ok, int) for a float that is an integer of safe size."""
+    if v != math.floor(v) or abs(v) >= 2.0**62:
+        return False, 0
+    return True, np.int64(v)
+
+
+@_jit
+def _hull_append(h, k, d, pos, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs):
+    if not usable[h]:
+        return
+    ok0, x = _as_int(k[0])
+    ok1, y = _as_int(k[1])
+    t = np.int64(pos)
+    ok2 = True
+    if d == 3:
+        ok2, t = _as_int(k[2])
+    if not (ok0 and ok1 and ok2) or abs(x) >= X_LIMIT or abs(y) >= Y_LIMIT or \
+            abs(t) >= T_LIMIT:
+        usable[h] = False
+        return
+    if d == 3:
+        if pos > 0 and t <= tmeta[h, 1]:
+            usable[h] = False
+            return
+        if pos == 0:
+            tmeta[h, 0] = t
+        tmeta[h, 1] = t
+    maxabs[h, 0] = max(maxabs[h, 0], abs(x))
+    maxabs[h, 1] = max(maxabs[h, 1], abs(y))
+    maxabs[h, 2] = max(maxabs[h, 2], abs(t))
+    for c in range(2):
+        sign = 1 - 2 * c
+        hlen[h, c] = _chain_insert(hx[h, c], hy[h, c], ht[h, c], hp[h, c], hs[h, c],
+                                   hlen[h, c], x, sign * y, t, pos)
+
+
+@_jit
+def _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs, margins):
+    """The certified winner (hull.HullCache.argmax), or -1: scan. A certified query's
+    scores are multiples of ``grid``, so the winner leads every other key by at least
+    grid: ``margins[h]`` keeps the smallest such bound seen."""
+    if not usable[h]:
+        return -1
+    ok0, a = _as_int(q[0])
+    ok1, b = _as_int(q[1])
+    c = np.int64(0)
+    ok2 = True
+    if d == 3:
+        ok2, c = _as_int(q[2])
+    if not (ok0 and ok1 and ok2) or b == 0 or c < 0:
+        return -1
+    spacing = _gcd(a, b)
+    grid = _gcd(spacing, c)
+    if grid < ONE_HOT_GAP:
+        return -1
+    bound = (abs(float(a)) * maxabs[h, 0] + abs(float(b)) * maxabs[h, 1]
+             + float(c) * maxabs[h, 2])
+    if bound >= SCORE_LIMIT or bound >= float(EXACT_LIMIT) * float(grid & -grid):
+        return -1
+    ch = 0 if b < 0 else 1
+    sb = -abs(b)
+    xs, ys, n = hx[h, ch], hy[h, ch], hlen[h, ch]
+    lo, hi = 0, n - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if a * xs[mid] + sb * ys[mid] < a * xs[mid + 1] + sb * ys[mid + 1]:
+            lo = mid + 1
+        else:
+            hi = mid
+    best = a * xs[lo] + sb * ys[lo]
+    end = lo + 1
+    while end < n and a * xs[end] + sb * ys[end] == best:
+        end += 1
+    if c > 0:
+        if c * (tmeta[h, 1] - tmeta[h, 0]) >= spacing:
+            return -1
+        win = lo
+        for i in range(lo + 1, end):
+            if ht[h, ch][i] > ht[h, ch][win]:
+                win = i
+        margins[h] = min(margins[h], float(grid))
+        return hp[h, ch][win]
+    if end - lo > 1 or hs[h, ch][lo]:
+        return -1
+    margins[h] = min(margins[h], float(grid))
+    return hp[h, ch][lo]
+
+
+@_jit
+def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys, values,
+            totals, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs, scans, margins, x, buf,
+            logits):
+    """Run one token at position p through the model; logits are left in ``logits``."""
+    for i in range(x.shape[0]):
+        x[i] = wte[token, i] + (wpe[i, 0] * p + wpe[i, 1] * (p * p))
+    n_layers = layers.shape[0]
+    for li in range(n_layers):
+        h0, h1, n_proj = layers[li, 0], layers[li, 1], layers[li, 2]
+        n_out, n_units = layers[li, 3], layers[li, 4]
+        proj = buf[0, :n_proj]
+        outs = buf[1, :n_out]
+        _matvec(4 * li, ptr, idx, dat, row0, nrows, x, proj, False)
+        for h in range(h0, h1):
+            strict, d, qo, ko, vo = heads[h, 0], heads[h, 1], heads[h, 2], heads[h, 3], heads[h, 4]
+            dv, oo, voff, toff = heads[h, 5], heads[h, 6], heads[h, 7], heads[h, 8]
+            q = proj[qo:qo + d]
+            k = proj[ko:ko + d]
+            v = proj[vo:vo + dv]
+            if not strict:
+                _store(h, p, d, dv, k, v, voff, toff, keys, values, totals,
+                       hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs)
+            n = p if strict else p + 1
+            out = outs[oo:oo + dv]
+            if n == 0:
+                out[:] = 0.0
+            elif d == 0:
+                inv = 1.0 / n
+                for j in range(dv):
+                    out[j] = totals[toff + j] * inv
+            else:
+                win = _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs,
+                                   margins)
+                if win >= 0:
+                    out[:] = values[voff + win * dv:voff + (win + 1) * dv]
+                else:
+                    scans[h] += 1
+                    _scan(h, q, d, dv, n, voff, keys, values, out)
+            if strict:
+                _store(h, p, d, dv, k, v, voff, toff, keys, values, totals,
+                       hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs)
+        _matvec(4 * li + 1, ptr, idx, dat, row0, nrows, outs, x, True)
+        g = buf[2, :2 * n_units]
+        _matvec(4 * li + 2, ptr, idx, dat, row0, nrows, x, g, False)
+        hidden = buf[3, :n_units]
+        for u in range(n_units):
+            hidden[u] = max(g[u], 0.0) * g[n_units + u]
+        _matvec(4 * li + 3, ptr, idx, dat, row0, nrows, hidden, x, True)
+    _matvec(4 * n_layers, ptr, idx, dat, row0, nrows, x, logits, False)
+
+
+@_jit
+def _store(h, p, d, dv, k, v, voff, toff, keys, values, totals,
+           hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs):
+    values[voff + p * dv:voff + (p + 1) * dv] = v
+    if d == 0:
+        for j in range(dv):
+            totals[toff + j] += v[j]
+        return
+    keys[h, p, :d] = k
+    if d == 2 or d == 3:  # other widths have no hull: usable is False, every query scans
+        _hull_append(h, k, d, p, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs)
+
+
+@_jit
+def _scan(h, q, d, dv, n, voff, keys, values, out):
+    """The model's own softmax over every cached key (for an uncertified query)."""
+    scores = np.empty(n)
+    for j in range(n):
+        s = 0.0
+        for r in range(d):
+            s += keys[h, j, r] * q[r]
+        scores[j] = s
+    top = scores.max()
+    weights = np.exp(scores - top)
+    weights /= weights.sum()
+    out[:] = 0.0
+    for j in range(n):
+        for r in range(dv):
+            out[r] += weights[j] * values[voff + j * dv + r]
+
+
+@_jit
+def _argmax(logits):
+    best = 0
+    for i in range(1, logits.shape[0]):
+        if logits[i] > logits[best]:
+            best = i
+    return best
+
+
+@_jit
+def run_tokens(tokens, start, *state):
+    """Append ``tokens`` at positions start..; returns the argmax after the last."""
+    for i in range(tokens.shape[0]):
+        _append(tokens[i], start + i, *state)
+    return _argmax(state[-1])
+
+
+@_jit
+def generate(first, start, max_new, stops, out, *state):
+    """Greedy decoding: append ``first`` at ``start``, then each predicted token; the
+    predictions go to ``out`` (a stop token ends it, included). Returns how many; the last
+    one is not appended (as Transformer.generate)."""
+    token, p, count = first, start, 0
+    while count < max_new:
+        _append(token, p, *state)
+        token = _argmax(state[-1])
+        out[count] = token
+        count += 1
+        p += 1
+        for s in stops:
+            if token == s:
+                return count
+    return count
