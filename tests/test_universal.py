@@ -361,3 +361,28 @@ def test_random_straight_line(body: str, a: int, b: int) -> None:
     s = make_stream("random", wat, [("f", [a, b])])
     assert supported(s.fused) == []
     assert check_model(full_model(), s) > 0
+
+
+def _largest(weight: torch.Tensor) -> tuple[int, ...]:
+    """The index of a weight the model certainly uses: the largest in magnitude."""
+    return tuple(int(i) for i in torch.unravel_index(weight.abs().argmax(), weight.shape))
+
+
+@pytest.mark.parametrize("where", ["embedding", "attention", "ffn", "unembedding"])
+def test_a_perturbed_universal_weight_is_caught(where: str) -> None:
+    """Break the universal model on purpose (one weight's sign flipped): the differential
+    check against the token machine must fail, so it would catch a real construction bug.
+    (Not every weight matters to every program: the largest weight of several FFNs sits in
+    circuits, such as the multiplier, that this program never enables.)"""
+    import copy
+
+    model = copy.deepcopy(full_model())
+    weight = {"embedding": model.wte.weight,
+              "attention": model.blocks[1].attn.query.weight,
+              "ffn": model.blocks[4].ffn.down.weight,  # its 5th FFN: decoding the record
+              "unembedding": model.lm_head.weight}[where]
+    with torch.no_grad():
+        weight[_largest(weight)] *= -1
+    s = stream("memory")
+    with pytest.raises(AssertionError, match="position"):
+        check_model(model, s)
