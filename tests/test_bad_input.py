@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from judge import run_wasmtime
 
 from wasmformer import cli
+from wasmformer.judge import run_wasmtime
 from wasmformer.toolchain import compile_c
 from wasmformer.wasm import load_module
 
