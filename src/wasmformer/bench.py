@@ -214,13 +214,9 @@ def plot_scaling(scaling: dict, target: Path) -> bool:
     for e, w in ok.items():
         ax.plot([hi for _, hi, _ in w], [r for _, _, r in w], marker="o",
                 label=f"{e} ({'hull cache' if e == 'fast' else 'KV cache'})")
-    ax.set(xscale="log", yscale="log", xlabel="position (prompt + trace tokens)",
-           ylabel="tokens / s (CPU time, one thread)",
-           title="Decoding speed against trace length (sum_to)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(target, dpi=110)
+    _save_loglog(fig, ax, target, "position (prompt + trace tokens)",
+                 "tokens / s (CPU time, one thread)",
+                 "Decoding speed against trace length (sum_to)")
     plt.close(fig)
     return True
 
@@ -306,6 +302,15 @@ def render(rows: list[ProgramRow], engines: tuple[str, ...], plots: list[str],
     return "\n".join(lines) + "\n"
 
 
+def _save_loglog(fig, ax, target: Path, xlabel: str, ylabel: str, title: str) -> None:
+    """Both plots' common finish: log-log axes, grid, legend, written as PNG."""
+    ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(target, dpi=110)
+
+
 def plot_rates(rows: list[ProgramRow], engines: tuple[str, ...], target: Path) -> bool:
     """tokens/s against trace length, log-log, one series per engine; False without data."""
     import matplotlib
@@ -322,12 +327,8 @@ def plot_rates(rows: list[ProgramRow], engines: tuple[str, ...], target: Path) -
             ax.plot(*zip(*pts, strict=True), marker="o", label=e)
             drawn = True
     if drawn:
-        ax.set(xscale="log", yscale="log", xlabel="trace tokens", ylabel="tokens / s",
-               title="Speed against trace length (examples/)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(target, dpi=110)
+        _save_loglog(fig, ax, target, "trace tokens", "tokens / s",
+                     "Speed against trace length (examples/)")
     plt.close(fig)
     return drawn
 
