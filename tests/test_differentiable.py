@@ -121,29 +121,3 @@ def test_digit_demo_pieces() -> None:
                          torch.tensor([9, 4]))
     loss.backward()
     assert soft.grad.abs().sum() > 0
-
-
-def test_soft_tokens_are_a_mean_field() -> None:
-    """For sums below 256 the frozen transformer adding soft arguments is exactly the
-    mean-field adder: the sum byte's logits are -(x - t)^2 with x = E[a] + E[b] (so the
-    loss and its gradient along the simplex are those of that formula)."""
-    from digits import Computer, number_bytes
-
-    computer = Computer(sharpness=1.0, relu_width=0.0)
-    gen = torch.Generator().manual_seed(0)
-    soft = torch.softmax(3 * torch.randn(6, 2, 2, 10, generator=gen, dtype=torch.float64), -1)
-    soft.requires_grad_(True)
-    total = torch.randint(0, 199, (6,), generator=gen)
-    a, b = number_bytes(soft[:, 0]), number_bytes(soft[:, 1])
-    loss = computer.loss(a, b, total)
-    v = torch.arange(256, dtype=torch.float64)
-    t = torch.arange(computer.vocab, dtype=torch.float64)
-    x = (a[:, 0] * v).sum(-1) + (b[:, 0] * v).sum(-1)  # the expected low bytes, added
-    ce = torch.nn.functional.cross_entropy
-    high = ce(-(t**2).expand(6, -1), torch.zeros(6, dtype=torch.long))  # bytes 1..3: x = 0
-    formula = (ce(-(x[:, None] - t) ** 2, total) + 3 * high) / 4
-    assert torch.allclose(loss, formula, rtol=1e-6)
-    (g_model,) = torch.autograd.grad(loss, soft, retain_graph=True)
-    (g_formula,) = torch.autograd.grad(formula, soft)
-    tangent = [g - g.mean(-1, keepdim=True) for g in (g_model, g_formula)]
-    assert (tangent[0] - tangent[1]).norm() < 1e-5 * tangent[1].norm()
