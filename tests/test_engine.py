@@ -241,7 +241,7 @@ def test_engines_are_not_mixed_on_one_instance(model) -> None:
 
 def test_fast_engine_refusals_and_budget() -> None:
     with pytest.raises(EngineRefusal, match="the fast engine cannot execute this program yet"):
-        wasmformer.load(MEMORY).invoke("f", [8], engine="fast")
+        wasmformer.load(FILL).invoke("f", [8], engine="fast")
     inst = wasmformer.load(COUNTER)
     with pytest.raises(BudgetExceeded, match="token budget of 5 exhausted"):
         inst.invoke("gcd", [12, 18], engine="fast", max_tokens=5)

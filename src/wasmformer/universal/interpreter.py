@@ -124,7 +124,8 @@ def build_universal_graph(limits: Limits | None = None) -> tuple[Graph, dict]:
             "ops": (*limits.ops, *CONTROL_OPS, *MEMORY_OPS, *traps.OPS, *branch_table.OPS,
                     *indirect.OPS),
             "x_cur": x_cur, "next_token": out, "keys": keys, "anchor": anchor,
-            "operands": (a, b), "trap_sources": trapping, "memory": mem, "globals": glob}
+            "operands": (a, b), "trap_sources": trapping, "traps": dict(trapping.conditions),
+            "memory": mem, "globals": glob}
     return g, info
 
 
