@@ -248,28 +248,30 @@ def test_run_engine_torch(tmp_path: Path) -> None:
     assert b"engine=torch prompt=" in proc.stderr and b"tokens/s" in proc.stderr
 
 
-def test_torch_engine_refuses_what_it_does_not_cover(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["torch", "fast"])
+def test_transformer_engine_refuses_what_it_does_not_cover(tmp_path: Path, engine: str) -> None:
     prog = tmp_path / "exit.wat"
     prog.write_text(EXIT_THREE)
-    assert_one_clean_line(wasmformer("run", str(prog), "--engine", "torch"), 2,
-                          "call of an imported function (a host call)")
-    assert_one_clean_line(wasmformer("run", str(prog), "--engine", "torch"), 2,
-                          "the torch engine cannot execute this program yet: pc ")
+    refused = wasmformer("run", str(prog), "--engine", engine)
+    assert_one_clean_line(refused, 2, "call of an imported function (a host call)")
+    assert_one_clean_line(refused, 2, f"the {engine} engine cannot execute this program yet: pc ")
     assert wasmformer("run", str(prog)).returncode == 3  # the reference engine runs it
 
 
-def test_torch_engine_refuses_a_long_stream(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["torch", "fast"])
+def test_transformer_engine_refuses_a_long_stream(tmp_path: Path, engine: str) -> None:
     body = " ".join(f"(local.set $x (i32.add (local.get $x) (i32.const {i})))" for i in range(200))
     prog = tmp_path / "long.wat"
     prog.write_text(f'(module (func (export "_start") (local $x i32) {body}))')
-    assert_one_clean_line(wasmformer("run", str(prog), "--engine", "torch"), 2,
+    assert_one_clean_line(wasmformer("run", str(prog), "--engine", engine), 2,
                           "the universal model is proven exact for at most")
 
 
-def test_torch_token_budget(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["torch", "fast"])
+def test_transformer_engine_token_budget(tmp_path: Path, engine: str) -> None:
     prog = tmp_path / "loop.wat"
     prog.write_text(LOOP_FOREVER)
-    assert_one_clean_line(wasmformer("run", str(prog), "--engine", "torch", "--max-tokens", "30"),
+    assert_one_clean_line(wasmformer("run", str(prog), "--engine", engine, "--max-tokens", "30"),
                           124, "token budget of 30 exhausted (trace tokens generated)")
 
 
@@ -287,22 +289,6 @@ def test_run_engine_fast(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == b""
     assert b"engine=fast prompt=" in proc.stderr and b"tokens/s scans=0 min_margin=" in proc.stderr
-
-
-def test_fast_engine_refusals_and_budget(tmp_path: Path) -> None:
-    exit_three = tmp_path / "exit.wat"
-    exit_three.write_text(EXIT_THREE)
-    assert_one_clean_line(wasmformer("run", str(exit_three), "--engine", "fast"), 2,
-                          "the fast engine cannot execute this program yet: pc ")
-    body = " ".join(f"(local.set $x (i32.add (local.get $x) (i32.const {i})))" for i in range(200))
-    long = tmp_path / "long.wat"
-    long.write_text(f'(module (func (export "_start") (local $x i32) {body}))')
-    assert_one_clean_line(wasmformer("run", str(long), "--engine", "fast"), 2,
-                          "the universal model is proven exact for at most")
-    forever = tmp_path / "forever.wat"
-    forever.write_text(LOOP_FOREVER)
-    assert_one_clean_line(wasmformer("run", str(forever), "--engine", "fast", "--max-tokens", "30"),
-                          124, "token budget of 30 exhausted (trace tokens generated)")
 
 
 def test_max_tokens_needs_torch(tmp_path: Path) -> None:

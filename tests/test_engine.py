@@ -189,10 +189,11 @@ HOST_CALL = """(module
   (func (export "_start") (call $exit (i32.const 3))))"""
 
 
-def test_refuses_an_instruction_the_graph_does_not_cover() -> None:
-    with pytest.raises(EngineRefusal,
-                       match=r"cannot execute this program yet: pc \d+: memory.fill"):
-        wasmformer.load(FILL).invoke("f", [1], engine="torch")
+@pytest.mark.parametrize("engine", ["torch", "fast"])
+def test_refuses_an_instruction_the_graph_does_not_cover(engine: str) -> None:
+    with pytest.raises(EngineRefusal, match=rf"the {engine} engine cannot execute this "
+                                            r"program yet: pc \d+: memory.fill"):
+        wasmformer.load(FILL).invoke("f", [1], engine=engine)
 
 
 def test_memory_through_the_torch_engine() -> None:
@@ -221,12 +222,13 @@ def test_refuses_a_stream_over_the_proven_positions() -> None:
         wasmformer.load(COUNTER).invoke("gcd", [1, 1], engine="torch", max_tokens=10**6)
 
 
-def test_token_budget_stops_and_cuts_the_stream(model) -> None:
+@pytest.mark.parametrize("engine", ["torch", "fast"])
+def test_token_budget_stops_and_cuts_the_stream(model, engine: str) -> None:
     inst = wasmformer.load(COUNTER)
     with pytest.raises(BudgetExceeded, match="token budget of 5 exhausted"):
-        inst.invoke("gcd", [12, 18], engine="torch", max_tokens=5)
+        inst.invoke("gcd", [12, 18], engine=engine, max_tokens=5)
     with pytest.raises(EngineRefusal, match="was cut"):
-        inst.invoke("gcd", [1, 1], engine="torch")
+        inst.invoke("gcd", [1, 1], engine=engine)
 
 
 def test_engines_are_not_mixed_on_one_instance(model) -> None:
@@ -237,16 +239,6 @@ def test_engines_are_not_mixed_on_one_instance(model) -> None:
         inst.invoke("poly", [2, 1])
     with pytest.raises(InputError, match="ran on the torch engine"):
         inst.invoke("poly", [2, 1], engine="fast")
-
-
-def test_fast_engine_refusals_and_budget() -> None:
-    with pytest.raises(EngineRefusal, match="the fast engine cannot execute this program yet"):
-        wasmformer.load(FILL).invoke("f", [8], engine="fast")
-    inst = wasmformer.load(COUNTER)
-    with pytest.raises(BudgetExceeded, match="token budget of 5 exhausted"):
-        inst.invoke("gcd", [12, 18], engine="fast", max_tokens=5)
-    with pytest.raises(EngineRefusal, match="was cut"):
-        inst.invoke("gcd", [1, 1], engine="fast")
 
 
 # --- the models ---
