@@ -20,7 +20,11 @@ from pathlib import Path
 from .errors import CompileError, InputError
 
 WASM_MAGIC = b"\0asm"
-C_FLAGS = ("--target=wasm32-wasi", "-mcpu=mvp", "-O2", "-s")
+# A 64 KiB stack (wasm-ld's own default; zig's is 16 MiB): the stack is placed first, so
+# its overflow is an out-of-bounds trap, and a C program's memory is 2-4 pages instead of
+# 257 -- what the universal model's memory keys can address exactly (docs/UNIVERSAL.md).
+STACK_SIZE = 64 * 1024
+C_FLAGS = ("--target=wasm32-wasi", "-mcpu=mvp", "-O2", "-s", f"-Wl,-z,stack-size={STACK_SIZE}")
 
 
 @dataclass(frozen=True)
