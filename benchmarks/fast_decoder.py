@@ -113,17 +113,18 @@ def profile_python(model, prompt: list[int], count: int) -> None:
 
 @numba.njit(cache=True)
 def _products_only(tokens, wte, wpe, ptr, idx, dat, row0, nrows, layers, x, buf, logits):
-    """The compiled loop's embedding and sparse products alone (no heads, no FFN relu):
-    the dense part of the per-token cost."""
+    """The compiled loop's embedding and sparse products alone (no heads, no FFN relu, every
+    unit's rows as if all gates were open): the dense part of the per-token cost."""
     for t in range(tokens.shape[0]):
         for i in range(x.shape[0]):
             x[i] = wte[tokens[t], i] + wpe[i, 0] * t
         for li in range(layers.shape[0]):
-            kernel._matvec(4 * li, ptr, idx, dat, row0, nrows, x, buf[0], False)
-            kernel._matvec(4 * li + 1, ptr, idx, dat, row0, nrows, buf[1], x, True)
-            kernel._matvec(4 * li + 2, ptr, idx, dat, row0, nrows, x, buf[2], False)
-            kernel._matvec(4 * li + 3, ptr, idx, dat, row0, nrows, buf[3], x, True)
-        kernel._matvec(4 * layers.shape[0], ptr, idx, dat, row0, nrows, x, logits, False)
+            kernel._matvec(5 * li, ptr, idx, dat, row0, nrows, x, buf[0], False)
+            kernel._matvec(5 * li + 1, ptr, idx, dat, row0, nrows, buf[1], x, True)
+            kernel._matvec(5 * li + 2, ptr, idx, dat, row0, nrows, x, buf[2], False)
+            kernel._matvec(5 * li + 3, ptr, idx, dat, row0, nrows, x, buf[3], False)
+            kernel._matvec(5 * li + 4, ptr, idx, dat, row0, nrows, buf[2], x, True)
+        kernel._matvec(5 * layers.shape[0], ptr, idx, dat, row0, nrows, x, logits, False)
 
 
 def profile_compiled(model, tokens: list[int], seconds_per_token: float) -> None:

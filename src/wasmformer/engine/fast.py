@@ -11,7 +11,9 @@ stepping form, for an engine that splices tokens in (host output, invocation hea
 
 Nothing here knows what the heads mean: everything is read from the ``Transformer`` module.
 Per layer, the used rows of the query/key/value projections become one sparse matrix (one
-product gives every head's q, k and v), the used FFN units two more; the residual stream is
+product gives every head's q, k and v), the used FFN units three more (gate, value, output:
+in the compiled loop a unit whose gate is shut skips its value and output rows, most of
+them on any token, since each token's instruction enables few of the circuits); the residual stream is
 a dense float64 vector. Per head:
 
 * a *lookup* head (query . key rows that are not all zero: 2 of them, or 3 with the
@@ -96,7 +98,8 @@ class _Layer:
     projection: sparse.csr_array  # residual -> every head's q, k, v
     heads: list[_Head]
     out: sparse.csr_array  # heads' outputs (concatenated) -> residual
-    gate_up: sparse.csr_array  # residual -> the used units' gates, then their values
+    gate: sparse.csr_array  # residual -> the used units' gates
+    up: sparse.csr_array  # residual -> the used units' values
     down: sparse.csr_array  # units -> residual
     outputs: np.ndarray = field(init=False)
 
@@ -114,9 +117,7 @@ class _Layer:
             if head.strict:
                 head.append(k, v)
         x = x + self.out @ self.outputs
-        g = self.gate_up @ x
-        units = len(g) // 2
-        return x + self.down @ (np.maximum(g[:units], 0.0) * g[units:])
+        return x + self.down @ (np.maximum(self.gate @ x, 0.0) * (self.up @ x))
 
 
 class FastDecoder:
@@ -257,10 +258,11 @@ _MARGINS = 22  # the per-head smallest certified gap between the winner's score 
 
 def _pack(decoder: FastDecoder) -> tuple:
     """The arguments of ``kernel.run_tokens``/``kernel.generate`` after the positions: the
-    weights as one CSR store (per layer: projection, out, gate_up, down; then lm_head), the
-    head table, the caches and the scratch buffers."""
+    weights as one CSR store (per layer: projection, out, gate, up, and down transposed, a
+    row per unit, so a unit whose gate is shut costs nothing; then lm_head), the head table,
+    the caches and the scratch buffers."""
     matrices = [m for layer in decoder.layers
-                for m in (layer.projection, layer.out, layer.gate_up, layer.down)]
+                for m in (layer.projection, layer.out, layer.gate, layer.up, layer.down.T)]
     matrices.append(decoder.lm_head)
     ptr, idx, dat, row0, nrows = [], [], [], [], []
     nnz = rows = 0
@@ -287,7 +289,7 @@ def _pack(decoder: FastDecoder) -> tuple:
             voff += max_len * dv
             toff += dv if d == 0 else 0
         layers.append([first, len(heads), layer.projection.shape[0], layer.out.shape[1],
-                       layer.gate_up.shape[0] // 2])
+                       layer.gate.shape[0]])
     n_heads = max(len(heads), 1)
     widths = [row[1] for row in heads]  # d: the hull holds 2-D keys, or 2-D plus the tie term
     usable = np.array([d in (2, 3) for d in widths] or [False], dtype=np.bool_)
@@ -362,5 +364,5 @@ def _layer(block, cfg) -> _Layer:
     wg, wu, wd = _numpy(ffn.gate.weight), _numpy(ffn.up.weight), _numpy(ffn.down.weight)
     units = [u for u in range(cfg.d_ff) if wg[u].any() and wu[u].any() and wd[:, u].any()]
     return _Layer(sparse.csr_array(projection), heads, sparse.csr_array(wo[:, out_columns]),
-                  sparse.csr_array(np.concatenate([wg[units], wu[units]])),
+                  sparse.csr_array(wg[units]), sparse.csr_array(wu[units]),
                   sparse.csr_array(wd[:, units]))

@@ -54,6 +54,24 @@ def _matvec(m, ptr, idx, dat, row0, nrows, x, out, accumulate):
 
 
 @_jit
+def _row_dot(m, r, ptr, idx, dat, row0, x):
+    """Row r of matrix m (CSR) dot x."""
+    base = row0[m] + r
+    s = 0.0
+    for j in range(ptr[base], ptr[base + 1]):
+        s += dat[j] * x[idx[j]]
+    return s
+
+
+@_jit
+def _row_add(m, r, ptr, idx, dat, row0, scale, out):
+    """out += scale * row r of matrix m (CSR)."""
+    base = row0[m] + r
+    for j in range(ptr[base], ptr[base + 1]):
+        out[idx[j]] += scale * dat[j]
+
+
+@_jit
 def _above(xa, ya, xb, yb, xc, yc):
     return (xc - xa) * (yb - ya) > (yc - ya) * (xb - xa)
 
@@ -227,7 +245,7 @@ def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys,
         n_out, n_units = layers[li, 3], layers[li, 4]
         proj = buf[0, :n_proj]
         outs = buf[1, :n_out]
-        _matvec(4 * li, ptr, idx, dat, row0, nrows, x, proj, False)
+        _matvec(5 * li, ptr, idx, dat, row0, nrows, x, proj, False)
         for h in range(h0, h1):
             strict, d, qo, ko, vo = heads[h, 0], heads[h, 1], heads[h, 2], heads[h, 3], heads[h, 4]
             dv, oo, voff, toff = heads[h, 5], heads[h, 6], heads[h, 7], heads[h, 8]
@@ -256,14 +274,19 @@ def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys,
             if strict:
                 _store(h, p, d, dv, k, v, voff, toff, keys, values, totals,
                        hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs)
-        _matvec(4 * li + 1, ptr, idx, dat, row0, nrows, outs, x, True)
-        g = buf[2, :2 * n_units]
-        _matvec(4 * li + 2, ptr, idx, dat, row0, nrows, x, g, False)
+        _matvec(5 * li + 1, ptr, idx, dat, row0, nrows, outs, x, True)
+        gate = buf[2, :n_units]
+        _matvec(5 * li + 2, ptr, idx, dat, row0, nrows, x, gate, False)
+        # a shut gate (relu = 0) skips the unit's value row and its output column: every
+        # value is read from x before any output is added to it
         hidden = buf[3, :n_units]
         for u in range(n_units):
-            hidden[u] = max(g[u], 0.0) * g[n_units + u]
-        _matvec(4 * li + 3, ptr, idx, dat, row0, nrows, hidden, x, True)
-    _matvec(4 * n_layers, ptr, idx, dat, row0, nrows, x, logits, False)
+            hidden[u] = gate[u] * _row_dot(5 * li + 3, u, ptr, idx, dat, row0, x) \
+                if gate[u] > 0.0 else 0.0
+        for u in range(n_units):
+            if hidden[u] != 0.0:
+                _row_add(5 * li + 4, u, ptr, idx, dat, row0, hidden[u], x)
+    _matvec(5 * n_layers, ptr, idx, dat, row0, nrows, x, logits, False)
 
 
 @_jit
