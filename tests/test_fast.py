@@ -86,6 +86,17 @@ def test_python_decoder_gives_the_traces(name: str) -> None:
     decode_stream(name, compiled=False)
 
 
+@pytest.mark.parametrize("compiled", [False, pytest.param(True, marks=pytest.mark.skipif(
+    not kernel_available(), reason="numba is not installed"))])
+def test_caches_that_double_while_decoding_give_the_traces(compiled: bool, monkeypatch) -> None:
+    """The caches start at 64 positions here, so one stream doubles them five times (in the
+    prompt, in generate's chunks and token by token)."""
+    import wasmformer.engine.fast as fast
+
+    monkeypatch.setattr(fast, "_FIRST_CAPACITY", 64)
+    decode_stream("exprs", compiled=compiled)
+
+
 def test_generate_fast_equals_torch_generate() -> None:
     s = stream("clamp")
     prompt = s.prompt + s.traces[0].step_tokens(0)

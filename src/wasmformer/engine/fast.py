@@ -54,8 +54,8 @@ class _Head:
     k: slice
     v: slice
     o: slice  # its slice of the layer's concatenated head outputs
-    keys: np.ndarray  # (max_len, d): every position's key (for the scan)
-    values: np.ndarray  # (max_len, d_v)
+    keys: np.ndarray  # (capacity, d): every position's key (for the scan); grows by doubling
+    values: np.ndarray  # (capacity, d_v): a lookup's values (a mean head keeps only a total)
     hull: HullCache | None  # None: a mean head, or a lookup the hull cannot hold
     total: np.ndarray | None = None  # a mean head's running sum of values
     count: int = 0
@@ -67,11 +67,14 @@ class _Head:
 
     def append(self, k: np.ndarray, v: np.ndarray) -> None:
         n = self.count
-        self.values[n] = v
         if self.is_mean:
             self.total += v
         else:
+            if n == len(self.values):
+                self.keys = _doubled(self.keys)
+                self.values = _doubled(self.values)
             self.keys[n] = k
+            self.values[n] = v
             if self.hull is not None:
                 self.hull.append(k)
         self.count = n + 1
@@ -140,7 +143,10 @@ class FastDecoder:
         self.best: int | None = None  # the argmax after the last appended token
         if compiled is None:
             compiled = kernel_available()
-        self.state = _pack(self) if compiled else None
+        # the caches hold `capacity` positions and double when full, so memory follows the
+        # stream's length, not the bucket's max_len
+        self.capacity = min(self.max_len, _FIRST_CAPACITY)
+        self.state = _pack(self, self.capacity) if compiled else None
 
     @property
     def compiled(self) -> bool:
@@ -155,6 +161,7 @@ class FastDecoder:
         check_runtime(torch.float64, self.length + len(tokens), self.max_len)
         if self.state is not None:
             from . import kernel
+            self._reserve(self.length + len(tokens))
             array = np.asarray(tokens, dtype=np.int64)
             self.best = int(kernel.run_tokens(array, self.length, *self.state))
             self.length += len(tokens)
@@ -182,18 +189,35 @@ class FastDecoder:
             return new
         from . import kernel
         # generate appends the pending token and each prediction but the last
-        allowed = min(max_new_tokens, self.max_len - self.length)
-        out = np.zeros(max(allowed, 0), dtype=np.int64)
+        remaining = min(max_new_tokens, self.max_len - self.length)
         stops = np.array(sorted(stop), dtype=np.int64)
-        count = int(kernel.generate(self.pending, self.length, allowed, stops, out,
-                                    *self.state)) if allowed > 0 else 0
-        new = out[:count].tolist()
-        self.length += count
-        if new:
+        new: list[int] = []
+        while remaining > 0:
+            self._reserve(self.length + min(remaining, self.capacity))
+            chunk = min(remaining, self.capacity - self.length)
+            out = np.zeros(chunk, dtype=np.int64)
+            count = int(kernel.generate(self.pending, self.length, chunk, stops, out,
+                                        *self.state))
+            new += out[:count].tolist()
+            self.length += count
+            remaining -= count
             self.pending = self.best = new[-1]
-        if count < max_new_tokens and not (new and new[-1] in stop):
+            if count < chunk or new[-1] in stop:
+                break
+        if len(new) < max_new_tokens and not (new and new[-1] in stop):
             check_runtime(torch.float64, self.length + 1, self.max_len)  # raises
         return new
+
+    def _reserve(self, positions: int) -> None:
+        """Grow the compiled loop's caches (doubling) to hold ``positions``."""
+        if positions <= self.capacity or self.state is None:
+            return
+        capacity = self.capacity
+        while capacity < positions:
+            capacity *= 2
+        capacity = min(capacity, self.max_len)
+        self.state = _regrown(self.state, self.capacity, capacity)
+        self.capacity = capacity
 
     @property
     def scans(self) -> int:
@@ -252,11 +276,14 @@ def kernel_available() -> bool:
     return True
 
 
+_HEADS, _KEYS, _VALUES = 8, 9, 10  # indices in the packed state
+_CHAINS = range(12, 17)  # the hull chains' arrays (heads, 2, capacity)
+_FIRST_CAPACITY = 4096  # positions the caches hold before their first doubling
 _SCANS = 21  # the index of the per-head scan counters in the packed state
 _MARGINS = 22  # the per-head smallest certified gap between the winner's score and the rest
 
 
-def _pack(decoder: FastDecoder) -> tuple:
+def _pack(decoder: FastDecoder, capacity: int) -> tuple:
     """The arguments of ``kernel.run_tokens``/``kernel.generate`` after the positions: the
     weights as one CSR store (per layer: projection, out, gate, up, and down transposed, a
     row per unit, so a unit whose gate is shut costs nothing; then lm_head), the head table,
@@ -279,14 +306,13 @@ def _pack(decoder: FastDecoder) -> tuple:
         rows += m.shape[0] + 1
     heads, layers = [], []
     voff = toff = 0
-    max_len = decoder.max_len
     for layer in decoder.layers:
         first = len(heads)
         for h in layer.heads:
             d, dv = h.q.stop - h.q.start, h.v.stop - h.v.start
             heads.append([h.strict, d, h.q.start, h.k.start, h.v.start, dv, h.o.start,
                           voff, toff])
-            voff += max_len * dv
+            voff += capacity * dv if d else 0  # a mean head keeps only its total
             toff += dv if d == 0 else 0
         layers.append([first, len(heads), layer.projection.shape[0], layer.out.shape[1],
                        layer.gate.shape[0]])
@@ -301,13 +327,13 @@ def _pack(decoder: FastDecoder) -> tuple:
         np.concatenate(dat).astype(np.float64), np.array(row0, dtype=np.int64),
         np.array(nrows, dtype=np.int64), np.array(layers, dtype=np.int64).reshape(-1, 5),
         np.array(heads, dtype=np.int64).reshape(-1, 9),
-        np.zeros((n_heads, max_len, max([3] + widths))), np.zeros(max(voff, 1)),
+        np.zeros((n_heads, capacity, max([3] + widths))), np.zeros(max(voff, 1)),
         np.zeros(max(toff, 1)),
-        np.zeros((n_heads, 2, max_len), dtype=np.int64),  # hull chains: x
-        np.zeros((n_heads, 2, max_len), dtype=np.int64),  # y (upper chain: -y)
-        np.zeros((n_heads, 2, max_len), dtype=np.int64),  # t
-        np.zeros((n_heads, 2, max_len), dtype=np.int64),  # position
-        np.zeros((n_heads, 2, max_len), dtype=np.bool_),  # shared by several positions
+        np.zeros((n_heads, 2, capacity), dtype=np.int64),  # hull chains: x
+        np.zeros((n_heads, 2, capacity), dtype=np.int64),  # y (upper chain: -y)
+        np.zeros((n_heads, 2, capacity), dtype=np.int64),  # t
+        np.zeros((n_heads, 2, capacity), dtype=np.int64),  # position
+        np.zeros((n_heads, 2, capacity), dtype=np.bool_),  # shared by several positions
         np.zeros((n_heads, 2), dtype=np.int64),  # chain lengths
         usable,
         np.zeros((n_heads, 2), dtype=np.int64),  # t_first, t_last
@@ -317,6 +343,35 @@ def _pack(decoder: FastDecoder) -> tuple:
         np.zeros(d_model), np.zeros((4, width)), np.zeros(decoder.lm_head.shape[0]),
     )
     return state
+
+
+def _regrown(state: tuple, old: int, new: int) -> tuple:
+    """``_pack``'s state with caches for ``new`` positions, holding the first ``old``."""
+    state = list(state)
+    heads = state[_HEADS].copy()
+    keys = np.zeros((heads.shape[0], new, state[_KEYS].shape[2]))
+    keys[:, :old] = state[_KEYS][:, :old]
+    values = np.zeros(max(1, new * int(heads[heads[:, 1] > 0, 5].sum())))
+    voff = 0
+    for row in heads:
+        d, dv, at = row[1], row[5], row[7]
+        if d:  # a lookup's block of values moves to its new offset
+            values[voff:voff + old * dv] = state[_VALUES][at:at + old * dv]
+            row[7] = voff
+            voff += new * dv
+    for i in _CHAINS:
+        chains = np.zeros((*state[i].shape[:2], new), dtype=state[i].dtype)
+        chains[:, :, :old] = state[i][:, :, :old]
+        state[i] = chains
+    state[_HEADS], state[_KEYS], state[_VALUES] = heads, keys, values
+    return tuple(state)
+
+
+def _doubled(a: np.ndarray) -> np.ndarray:
+    """``a`` with twice the rows (at least one), the new ones zero."""
+    grown = np.zeros((max(1, 2 * len(a)), *a.shape[1:]), dtype=a.dtype)
+    grown[:len(a)] = a
+    return grown
 
 
 def _numpy(w: torch.Tensor) -> np.ndarray:
@@ -354,8 +409,9 @@ def _layer(block, cfg) -> _Layer:
         at += 2 * d + dv
         rows += [wq[qk][used], wk[qk][used], wv[vs][values]]
         hull = HullCache(tie=d == 3) if d in (2, 3) else None
-        head = _Head(bool(attn.strict[h]), q, k, v, o, np.zeros((cfg.max_len, d)),
-                     np.zeros((cfg.max_len, dv)), hull)
+        start = min(cfg.max_len, _FIRST_CAPACITY) if d else 0
+        head = _Head(bool(attn.strict[h]), q, k, v, o, np.zeros((start, d)),
+                     np.zeros((start, dv)), hull)
         if d == 0:
             head.total = np.zeros(dv)
         heads.append(head)

@@ -292,11 +292,11 @@ def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys,
 @_jit
 def _store(h, p, d, dv, k, v, voff, toff, keys, values, totals,
            hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs):
-    values[voff + p * dv:voff + (p + 1) * dv] = v
-    if d == 0:
+    if d == 0:  # a mean head keeps only the running total of its values
         for j in range(dv):
             totals[toff + j] += v[j]
         return
+    values[voff + p * dv:voff + (p + 1) * dv] = v
     keys[h, p, :d] = k
     if d == 2 or d == 3:  # other widths have no hull: usable is False, every query scans
         _hull_append(h, k, d, p, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs)
