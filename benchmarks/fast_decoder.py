@@ -113,8 +113,9 @@ def profile_python(model, prompt: list[int], count: int) -> None:
 
 @numba.njit(cache=True)
 def _products_only(tokens, wte, wpe, ptr, idx, dat, row0, nrows, layers, x, buf, logits):
-    """The compiled loop's embedding and sparse products alone (no heads, no FFN relu, every
-    unit's rows as if all gates were open): the dense part of the per-token cost."""
+    """The compiled loop's embedding and sparse products alone: the dense part of the
+    per-token cost (no heads: their outputs stay zero, so the open gates are near the real
+    run's, not equal)."""
     for t in range(tokens.shape[0]):
         for i in range(x.shape[0]):
             x[i] = wte[tokens[t], i] + wpe[i, 0] * t
@@ -122,8 +123,10 @@ def _products_only(tokens, wte, wpe, ptr, idx, dat, row0, nrows, layers, x, buf,
             kernel._matvec(5 * li, ptr, idx, dat, row0, nrows, x, buf[0], False)
             kernel._matvec(5 * li + 1, ptr, idx, dat, row0, nrows, buf[1], x, True)
             kernel._matvec(5 * li + 2, ptr, idx, dat, row0, nrows, x, buf[2], False)
-            kernel._matvec(5 * li + 3, ptr, idx, dat, row0, nrows, x, buf[3], False)
-            kernel._matvec(5 * li + 4, ptr, idx, dat, row0, nrows, buf[2], x, True)
+            for u in range(nrows[5 * li + 2]):  # the kernel's FFN: shut gates skip
+                if buf[2, u] > 0.0:
+                    h = buf[2, u] * kernel._row_dot(5 * li + 3, u, ptr, idx, dat, row0, x)
+                    kernel._row_add(5 * li + 4, u, ptr, idx, dat, row0, h, x)
         kernel._matvec(5 * layers.shape[0], ptr, idx, dat, row0, nrows, x, logits, False)
 
 
