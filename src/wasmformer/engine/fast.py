@@ -16,8 +16,10 @@ a dense float64 vector. Per head:
 
 * a *lookup* head (query . key rows that are not all zero: 2 of them, or 3 with the
   position tie-break) keeps its keys in a ``HullCache``; the winner's value row is copied,
-  exactly as the softmax's one-hot weight does. A query the hull cannot certify (see
-  ``hull``) is answered by the model's own computation over every cached key (a scan);
+  exactly as the model's average-hard attention does. A query the hull cannot certify (see
+  ``hull``) is answered by the model's own computation over every cached key (a scan:
+  the scores in the model's score dtype -- exact int64 for an int64-score model -- and the
+  average of the values at the maximal ones);
 * a *mean* head (no query/key rows: uniform attention) keeps a running sum of its values;
   the average of n of them is that sum times fl(1/n) (the numerics guard's error bound for a
   mean covers any summation order, so the proof of the torch model holds for this one);
@@ -58,6 +60,7 @@ class _Head:
     total: np.ndarray | None = None  # a mean head's running sum of values
     count: int = 0
     scans: int = 0  # queries answered by the full scan (the hull could not certify them)
+    integer: bool = False  # the model's scores are int64 (``ModelConfig.score_dtype``)
 
     @property
     def is_mean(self) -> bool:
@@ -86,9 +89,12 @@ class _Head:
             if winner is not None:
                 return self.values[winner]
         self.scans += 1
-        scores = self.keys[:n] @ q  # the model's softmax over every cached key
-        weights = np.exp(scores - scores.max())
-        return (weights / weights.sum()) @ self.values[:n]
+        if self.integer:
+            scores = self.keys[:n].astype(np.int64) @ q.astype(np.int64)  # exact, as the model
+        else:
+            scores = self.keys[:n] @ q
+        best = np.flatnonzero(scores == scores.max())  # the model's average-hard attention
+        return (self.values[best] * (1.0 / len(best))).sum(axis=0)
 
 
 @dataclass(slots=True)
@@ -130,10 +136,14 @@ class FastDecoder:
         if cfg.torch_dtype != torch.float64:
             raise NumericsError(f"the fast decoder runs float64 models, not {cfg.dtype}")
         self.max_len = cfg.max_len
+        # the per-position arrays (keys, values, hull chains) start at ``capacity`` positions
+        # and double as the stream grows: a long model costs what the stream uses
+        self.capacity = min(cfg.max_len, START_CAPACITY)
         self.wte = _numpy(model.wte.weight)  # (vocab, d_model)
         self.wpe = _numpy(model.wpe.weight)  # (d_model, 2): [p, p**2] -> residual
-        self.layers = [_layer(block, cfg) for block in model.blocks]
+        self.layers = [_layer(block, cfg, self.capacity) for block in model.blocks]
         self.lm_head = sparse.csr_array(_numpy(model.lm_head.weight))
+        self.integer_scores = cfg.score_dtype == "int64"
         self.length = 0  # tokens appended so far
         self.pending: int | None = None  # predicted, not yet appended
         self.best: int | None = None  # the argmax after the last appended token
@@ -152,6 +162,7 @@ class FastDecoder:
         if not tokens:
             return
         check_runtime(torch.float64, self.length + len(tokens), self.max_len)
+        self._reserve(self.length + len(tokens))
         if self.state is not None:
             from . import kernel
             array = np.asarray(tokens, dtype=np.int64)
@@ -180,19 +191,37 @@ class FastDecoder:
                     break
             return new
         from . import kernel
-        # generate appends the pending token and each prediction but the last
-        allowed = min(max_new_tokens, self.max_len - self.length)
-        out = np.zeros(max(allowed, 0), dtype=np.int64)
         stops = np.array(sorted(stop), dtype=np.int64)
-        count = int(kernel.generate(self.pending, self.length, allowed, stops, out,
-                                    *self.state)) if allowed > 0 else 0
-        new = out[:count].tolist()
-        self.length += count
-        if new:
+        new = []
+        while len(new) < max_new_tokens and not (new and new[-1] in stop):
+            # generate appends the pending token and each prediction but the last
+            if self.length == self.capacity:
+                self._reserve(self.length + 1)
+            allowed = min(max_new_tokens - len(new), self.capacity - self.length)
+            if allowed <= 0:
+                break
+            out = np.zeros(allowed, dtype=np.int64)
+            count = int(kernel.generate(self.pending, self.length, allowed, stops, out,
+                                        *self.state))
+            new += out[:count].tolist()
+            self.length += count
             self.pending = self.best = new[-1]
-        if count < max_new_tokens and not (new and new[-1] in stop):
+        if len(new) < max_new_tokens and not (new and new[-1] in stop):
             check_runtime(torch.float64, self.length + 1, self.max_len)  # raises
         return new
+
+    def _reserve(self, positions: int) -> None:
+        """Grow the per-position arrays (doubling, up to max_len) to hold ``positions``."""
+        if positions <= self.capacity:
+            return
+        old, new = self.capacity, min(self.max_len, max(positions, 2 * self.capacity))
+        for layer in self.layers:
+            for head in layer.heads:
+                head.keys = _grown(head.keys, new)
+                head.values = _grown(head.values, new)
+        if self.state is not None:
+            self.state = _grow_state(self.state, old, new)
+        self.capacity = new
 
     @property
     def scans(self) -> int:
@@ -219,6 +248,7 @@ class FastDecoder:
 
     def _append(self, token: int) -> None:
         p = self.length
+        self._reserve(p + 1)
         pf = float(p)
         x = self.wte[token] + (self.wpe[:, 0] * pf + self.wpe[:, 1] * (pf * pf))
         for layer in self.layers:
@@ -251,8 +281,40 @@ def kernel_available() -> bool:
     return True
 
 
+START_CAPACITY = 4096  # positions the per-position arrays hold at first
 _SCANS = 21  # the index of the per-head scan counters in the packed state
 _MARGINS = 22  # the per-head smallest certified gap between the winner's score and the rest
+_KEYS, _VALUES, _HEADS = 9, 10, 8  # the per-position key and value stores, the head table
+_CHAINS = range(12, 17)  # the hull chains' per-position arrays (n_heads, 2, capacity)
+
+
+def _grown(a: np.ndarray, size: int, axis: int = 0) -> np.ndarray:
+    """``a`` with its ``axis`` extended to ``size`` (zeros after the old entries)."""
+    shape = list(a.shape)
+    shape[axis] = size
+    out = np.zeros(shape, dtype=a.dtype)
+    out[(slice(None),) * axis + (slice(0, a.shape[axis]),)] = a
+    return out
+
+
+def _grow_state(state: tuple, old: int, new: int) -> tuple:
+    """The packed state with room for ``new`` positions: the key store and hull chains
+    extended, each head's value segment (``old`` * d_v entries at its offset) moved to its
+    new offset (``new`` * the d_v of the heads before it)."""
+    state = list(state)
+    heads = state[_HEADS].copy()
+    values = np.zeros(max(int((heads[:, 5] * new).sum()), 1))
+    at = 0
+    for h in range(heads.shape[0]):
+        dv, voff = int(heads[h, 5]), int(heads[h, 7])
+        values[at:at + old * dv] = state[_VALUES][voff:voff + old * dv]
+        heads[h, 7] = at
+        at += new * dv
+    state[_HEADS], state[_VALUES] = heads, values
+    state[_KEYS] = _grown(state[_KEYS], new, axis=1)
+    for i in _CHAINS:
+        state[i] = _grown(state[i], new, axis=2)
+    return tuple(state)
 
 
 def _pack(decoder: FastDecoder) -> tuple:
@@ -277,7 +339,7 @@ def _pack(decoder: FastDecoder) -> tuple:
         rows += m.shape[0] + 1
     heads, layers = [], []
     voff = toff = 0
-    max_len = decoder.max_len
+    max_len = decoder.capacity
     for layer in decoder.layers:
         first = len(heads)
         for h in layer.heads:
@@ -312,6 +374,7 @@ def _pack(decoder: FastDecoder) -> tuple:
         np.zeros((n_heads, 3), dtype=np.int64),  # max |x|, |y|, |t|
         np.zeros(n_heads, dtype=np.int64),  # scans (index _SCANS)
         np.full(n_heads, np.inf),  # smallest certified score gap (index _MARGINS)
+        np.array([decoder.integer_scores]),  # int64 scores (ModelConfig.score_dtype)
         np.zeros(d_model), np.zeros((4, width)), np.zeros(decoder.lm_head.shape[0]),
     )
     return state
@@ -325,7 +388,7 @@ def _nonzero_rows(w: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.any(w != 0, axis=1))
 
 
-def _layer(block, cfg) -> _Layer:
+def _layer(block, cfg, capacity: int) -> _Layer:
     """A block's used heads and units as sparse matrices and head caches."""
     attn, ffn = block.attn, block.ffn
     wq, wk, wv = _numpy(attn.query.weight), _numpy(attn.key.weight), _numpy(attn.value.weight)
@@ -351,9 +414,10 @@ def _layer(block, cfg) -> _Layer:
         o = slice(len(out_columns), len(out_columns) + dv)
         at += 2 * d + dv
         rows += [wq[qk][used], wk[qk][used], wv[vs][values]]
-        hull = HullCache(tie=d == 3) if d in (2, 3) else None
-        head = _Head(bool(attn.strict[h]), q, k, v, o, np.zeros((cfg.max_len, d)),
-                     np.zeros((cfg.max_len, dv)), hull)
+        integer = cfg.score_dtype == "int64"
+        hull = HullCache(tie=d == 3, integer_scores=integer) if d in (2, 3) else None
+        head = _Head(bool(attn.strict[h]), q, k, v, o, np.zeros((capacity, d)),
+                     np.zeros((capacity, dv)), hull, integer=integer)
         if d == 0:
             head.total = np.zeros(dv)
         heads.append(head)
