@@ -134,7 +134,7 @@ def profile_compiled(model, tokens: list[int], seconds_per_token: float) -> None
     decoder = FastDecoder(model, compiled=True)
     s = decoder.state
     array = np.array(tokens, dtype=np.int64)
-    args = (s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[23], s[24], s[25])
+    args = (s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[24], s[25], s[26])
     _products_only(array[:2], *args)  # compile
     start = clock()
     _products_only(array, *args)

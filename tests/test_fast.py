@@ -29,9 +29,8 @@ from example_graphs import count_graph, induction_graph, spaced_keys_graph, wide
 from universal_programs import PROGRAMS, stream  # noqa: E402
 
 from wasmformer.compiler import compile_graph  # noqa: E402
-from wasmformer.compiler.lower import BETA  # noqa: E402
 from wasmformer.engine.fast import FastDecoder, generate_fast, kernel_available  # noqa: E402
-from wasmformer.engine.hull import ONE_HOT_GAP, HullCache  # noqa: E402
+from wasmformer.engine.hull import HullCache  # noqa: E402
 from wasmformer.machine import vocab  # noqa: E402
 from wasmformer.model import PositionLimitError, build_model  # noqa: E402
 from wasmformer.universal.interpreter import build_universal_graph  # noqa: E402
@@ -183,24 +182,28 @@ def test_position_limit_is_refused(compiled: bool) -> None:
 # --- the hull against a brute-force softmax ---
 
 
+GAP = 746  # a grid of queries (any integer works: attention is average-hard)
+
+
 def softmax_winner(keys: np.ndarray, q: np.ndarray) -> int | None:
-    """The position the float64 softmax gives weight exactly 1 (None: no such position)."""
-    weights = torch.softmax(torch.tensor(keys @ q), dim=0)
-    best = int(weights.argmax())
-    return best if float(weights[best]) == 1.0 else None
+    """The position the model's average-hard attention gives weight exactly 1 (None: a
+    tie), from exact integer scores."""
+    scores = [sum(int(k) * int(c) for k, c in zip(row, q, strict=True)) for row in keys]
+    best = [j for j, s in enumerate(scores) if s == max(scores)]
+    return best[0] if len(best) == 1 else None
 
 
 def model_query(target: int, n: int, tie: bool) -> np.ndarray:
     """The query a compiled lookup head makes for key ``target`` (compiler.lower)."""
     weight = n if tie else 1
-    q = [2 * weight * BETA * target, -weight * BETA] + ([BETA] if tie else [])
+    q = [2 * weight * target, -weight] + ([1] if tie else [])
     return np.array(q, dtype=np.float64)
 
 
 class CompiledHull:
     """engine.kernel's hull functions on one head's arrays, with HullCache's interface."""
 
-    def __init__(self, tie: bool, capacity: int = 256):
+    def __init__(self, tie: bool, capacity: int = 256, integer_scores: bool = False):
         from wasmformer.engine import kernel
         self.kernel, self.d, self.count = kernel, 3 if tie else 2, 0
         chains = [np.zeros((1, 2, capacity), dtype=np.int64) for _ in range(4)]
@@ -208,6 +211,7 @@ class CompiledHull:
                        np.zeros((1, 2), dtype=np.int64), np.ones(1, dtype=np.bool_),
                        np.zeros((1, 2), dtype=np.int64), np.zeros((1, 3), dtype=np.int64))
         self.margins = np.full(1, np.inf)  # the smallest certified score gap
+        self.int_scores = np.array([integer_scores])
 
     def append(self, key) -> None:
         key = np.asarray(key, dtype=np.float64)
@@ -216,9 +220,10 @@ class CompiledHull:
 
     def argmax(self, query) -> int | None:
         query = np.asarray(query, dtype=np.float64)
-        winner = int(self.kernel._hull_argmax(0, query, self.d, *self.arrays, self.margins))
+        winner = int(self.kernel._hull_argmax(0, query, self.d, *self.arrays, self.margins,
+                                              self.int_scores))
         if winner >= 0:  # a certified winner leads by a grid spacing of at least this
-            assert ONE_HOT_GAP <= self.margins[0] < np.inf
+            assert 1 <= self.margins[0] < np.inf
         return None if winner < 0 else winner
 
 
@@ -300,14 +305,14 @@ def test_hull_exact_tie_without_tie_term_is_not_answered(make) -> None:
 @IMPLS
 def test_hull_arbitrary_points_and_directions(seed: int, make) -> None:
     """Points on a small grid (many collinear, repeated and interior points) and directions
-    on a grid of ONE_HOT_GAP * n (both signs of b): the hull answers every query with the
+    on a grid of GAP * n (both signs of b): the hull answers every query with the
     softmax's winner; with the tie term, scores one grid step apart are separated."""
     rng = random.Random(seed)
     n = 40
     keys = [(rng.randrange(-4, 5), rng.randrange(-4, 5), j) for j in range(n)]
-    unit = ONE_HOT_GAP * n
+    unit = GAP * n
     queries = [np.array([unit * rng.randrange(-3, 4), unit * rng.choice((-2, -1, 1, 2)),
-                         ONE_HOT_GAP], dtype=np.float64) for _ in range(12)]
+                         GAP], dtype=np.float64) for _ in range(12)]
     assert check_hull(keys, queries, tie=True, must_answer=True, make=make) == n * len(queries)
 
 
@@ -317,8 +322,8 @@ def test_hull_arbitrary_without_tie_term(seed: int, make) -> None:
     """No tie term: answered only where one position wins; a tie is left to the scan."""
     rng = random.Random(seed)
     keys = [(rng.randrange(-5, 6), rng.randrange(-5, 6)) for _ in range(40)]
-    queries = [np.array([ONE_HOT_GAP * rng.randrange(-3, 4),
-                         ONE_HOT_GAP * rng.choice((-2, -1, 1, 2))]) for _ in range(12)]
+    queries = [np.array([GAP * rng.randrange(-3, 4),
+                         GAP * rng.choice((-2, -1, 1, 2))]) for _ in range(12)]
     assert check_hull(keys, queries, tie=False, must_answer=False, make=make) > 0
 
 
@@ -329,9 +334,9 @@ def test_hull_refuses_what_it_cannot_certify(make) -> None:
         hull.append(np.array([k, k * k, j], dtype=np.float64))
     n = 8
     assert hull.argmax(model_query(1, n, tie=True)) == 0
-    assert hull.argmax(np.array([2 * BETA, -BETA, BETA])) is None  # tie term >= spacing
+    assert hull.argmax(np.array([2.0, -1.0, 1.0])) is None  # tie term >= spacing
     assert hull.argmax(np.array([0.5, -1.0, 0.0])) is None  # not integers
-    assert hull.argmax(np.array([2.0, -1.0, 0.0])) is None  # gaps too small to be one-hot
+    assert hull.argmax(np.array([2.0, -1.0, 0.0])) == 0  # a gap of 1 suffices: average-hard
     big = 1024.0 * (2**51 + 1)  # 5 * big is over 2**53 units of the grid 1024
     assert hull.argmax(np.array([big, -1024.0, 0.0])) is None  # float scores would round
     hull.append(np.array([1.5, 2.25, 3]))  # a key that is not an integer: scan from now on
@@ -349,16 +354,16 @@ def test_compiled_hull_answers_as_the_python_hull(tie: bool) -> None:
         python.append(key)
         compiled.append(key)
         for _ in range(5):
-            unit = rng.choice((1, ONE_HOT_GAP, ONE_HOT_GAP * 200))
+            unit = rng.choice((1, GAP, GAP * 200))
             q = [unit * rng.randrange(-3, 4), unit * rng.randrange(-2, 3)]
-            q += [rng.choice((0, 1, ONE_HOT_GAP, -ONE_HOT_GAP))] if tie else []
+            q += [rng.choice((0, 1, GAP, -GAP))] if tie else []
             assert python.argmax(q) == compiled.argmax(q), (j, q)
 
 
 @IMPLS
 def test_hull_smallest_margin_beats_the_largest_tie_term(make) -> None:
-    """A key one step farther loses by N*BETA in the 2-D score, while the tie term favours
-    later positions by up to (N - 1)*BETA: the earliest, nearer key must still win."""
+    """A key one step farther loses by N in the 2-D score, while the tie term favours
+    later positions by up to N - 1: the earliest, nearer key must still win."""
     n = 64
     hull = make(tie=True)
     keys = [(5, 25, 0)] + [(6, 36, j) for j in range(1, n)]

@@ -379,7 +379,9 @@ def test_a_perturbed_universal_weight_is_caught(where: str) -> None:
     model = copy.deepcopy(full_model())
     weight = {"embedding": model.wte.weight,
               "attention": model.blocks[1].attn.query.weight,
-              "ffn": model.blocks[4].ffn.down.weight,  # its 5th FFN: decoding the record
+              # its 5th FFN's gates: decoding the record (its largest down weight is a
+              # clamped key's square for keys beyond every query, which no read meets)
+              "ffn": model.blocks[4].ffn.gate.weight,
               "unembedding": model.lm_head.weight}[where]
     with torch.no_grad():
         weight[_largest(weight)] *= -1

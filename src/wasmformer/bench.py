@@ -137,6 +137,9 @@ def measure_program(name: str, engines: tuple[str, ...], per_run_timeout: float)
     return row
 
 
+SCALING_POSITIONS = 3072  # one sum_to run (the largest bucket, 2**20, would take hours)
+
+
 def _measure_scaling(engine: str, positions: int, marks: list[int]) -> dict:
     from .scaling import decode_windows, workload
 
@@ -148,9 +151,7 @@ def _measure_scaling(engine: str, positions: int, marks: list[int]) -> dict:
 
 def measure_scaling(engines: tuple[str, ...], quick: bool, per_run_timeout: float) -> dict:
     """Per transformer engine: windowed CPU times of one long sum_to run (see ``scaling``)."""
-    from .engine import BUCKETS
-
-    positions = 1024 if quick else BUCKETS[-1]
+    positions = 1024 if quick else SCALING_POSITIONS
     marks = [2**k for k in range(6, 13)]
     timeout = max(per_run_timeout, SCALING_TIMEOUT)  # one run is a whole sweep
     return {e: _isolated(_measure_scaling, e, positions, marks, timeout=timeout)

@@ -18,7 +18,7 @@ from wasmformer.graph import Graph
 from .allocate import Allocation, Placement, allocate
 from .compiled import Block, CompiledHead, CompiledModel, CompiledUnit, ModelCard, Row, assemble
 from .errors import CompilerError
-from .lower import BETA, lower_graph
+from .lower import lower_graph
 from .program import Feature, Form, Head, Hidden, Mlp, Program
 from .schedule import TIME_LIMIT_S, Schedule, check_schedule, schedule_program
 
@@ -32,7 +32,7 @@ def compile_graph(graph: Graph, *, time_limit: float = TIME_LIMIT_S) -> Compiled
 
 
 __all__ = [
-    "BETA", "Allocation", "Block", "CompiledHead", "CompiledModel", "CompiledUnit",
+    "Allocation", "Block", "CompiledHead", "CompiledModel", "CompiledUnit",
     "CompilerError", "Feature", "Form", "Head", "Hidden", "Mlp", "ModelCard", "Placement",
     "Program", "Row", "Schedule", "TIME_LIMIT_S", "check_schedule", "compile_graph", "lower_graph",
     "schedule_program",

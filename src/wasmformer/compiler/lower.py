@@ -2,28 +2,31 @@
 
 Dead code is dropped first: only nodes the output depends on are materialised.
 
-A lookup (nearest key, latest position on ties) becomes one attention head whose score,
-before the inverse temperature BETA, is the integer
+A lookup (nearest key, latest position on ties) becomes one attention head whose score
+is the integer
 
     s(p, j) = N * (2 Q'(p) K'(j) - K'(j)**2) + j  =  N * (Q'**2 - (Q' - K')**2) + j
 
 with K' = key - lo, Q' = query - lo (lo = the key's lower bound, so K' >= 0) and N the
 tie-break weight. For a fixed query, a nearer key always scores higher (the squared
 distances of two candidates differ by at least 1, times N > j), and among equally near
-keys the later position j wins. Query rows (2*N*BETA*Q', -N*BETA, BETA) meet key rows
+keys the later position j wins. Query rows (2*N*Q', -N, 1) meet key rows
 (K', K'**2, p). When the key is +-p + b, the candidates' keys are consecutive integers,
 the nearest one is unique, so N = 1 and the third row is dropped. K'**2 must be a
 residual feature of its own: a token column when the key reads only token features, a
 combination of the positional features p**2, p, 1 when it reads only the position, else
 a one-unit FFN node relu(K') * K' (which costs a layer when K is itself an FFN output).
 
-Why this is exact in floats (checked per head by ``model.numerics``): every product and
-partial sum of q.k is an integer multiple of BETA below 2**mantissa in units of BETA, so
-the dot product is exact in any summation order; distinct scores then differ by at least
-BETA = 1024, the softmax's exp(-1024) underflows to exactly 0 (float32 and float64), and
-the winner's weight is exp(0) / 1 = 1 exactly: the head copies its values bit for bit.
-The -Q'**2 term is deliberately absent: softmax subtracts the row maximum, so a per-query
-constant changes nothing, and adding it would only enlarge the partial sums.
+Why this is exact (checked per head by ``model.numerics``): every product and partial sum
+of q.k is an integer below 2**53 (float64 scores) or 2**63 (int64 scores, from the exact
+integer q and k), so the dot product is exact in any summation order; the model's
+attention is average-hard (``model.transformer``), so the unique best score gets weight
+exactly 1 and the head copies its values bit for bit. No inverse temperature is needed
+(before average-hard attention the query rows carried a factor BETA = 2**10 so that a
+softmax of a one-unit gap underflowed to 0; the differentiable mode keeps that scale as
+``model.transformer.SOFTMAX_SCALE``). The -Q'**2 term is deliberately absent: a per-query
+constant does not change which score is largest, and adding it would only enlarge the
+partial sums.
 """
 
 from __future__ import annotations
@@ -32,8 +35,6 @@ from wasmformer.graph import Ffn, Graph, Linear, Lookup, Mean, Node, Position, R
 
 from .errors import CompilerError
 from .program import Feature, Form, Head, Hidden, Mlp, Op, Program
-
-BETA = 2**10  # inverse temperature: a score gap of one unit weighs exp(-1024) == 0.0
 
 
 def lower_graph(graph: Graph) -> Program:
@@ -59,7 +60,8 @@ def _live_nodes(graph: Graph) -> set[Node]:
         reads = op.reads
         if isinstance(op, Lookup):
             values = [v for v, out in zip(op.values, op.results, strict=True) if out in live]
-            reads = (op.query, op.key, *values)
+            square = () if op.key_square is None else (op.key_square,)
+            reads = (op.query, op.key, *square, *values)
         for x in reads:
             live.update(x.nodes)
     return live
@@ -126,10 +128,10 @@ class _Lowering:
         key, square, before = self.shifted_key(op, op.key - lo)
         distinct = _distinct_per_position(op.key)
         n = 1 if distinct else self.graph.max_len
-        query = [self.form(op.query - lo).scaled(2 * n * BETA), Form(((self.one, -n * BETA),))]
+        query = [self.form(op.query - lo).scaled(2 * n), Form(((self.one, -n),))]
         keys = [key, square]
         if not distinct:
-            query.append(Form(((self.one, BETA),)))
+            query.append(Form(((self.one, 1),)))
             keys.append(Form(((self.position(1), 1),)))
         pairs = [(op.key, op.matched_key)] + list(zip(op.values, op.results, strict=True))
         pairs = [(x, out) for x, out in pairs if out in self.live]
@@ -143,6 +145,8 @@ class _Lowering:
         square_range = Range(0, top * top, integer=True)
         name = f"{op.name}.key^2"
         nodes = key.nodes
+        if op.key_square is not None:  # given by the graph (``functions.clamped_key``)
+            return self.form(key), self.form(op.key_square), []
         if not nodes:
             return self.form(key), Form(((self.one, key.bias**2),)), []
         if all(isinstance(n, TokenFeature) for n in nodes):

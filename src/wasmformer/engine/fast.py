@@ -18,8 +18,10 @@ a dense float64 vector. Per head:
 
 * a *lookup* head (query . key rows that are not all zero: 2 of them, or 3 with the
   position tie-break) keeps its keys in a ``HullCache``; the winner's value row is copied,
-  exactly as the softmax's one-hot weight does. A query the hull cannot certify (see
-  ``hull``) is answered by the model's own computation over every cached key (a scan);
+  exactly as the model's average-hard attention does. A query the hull cannot certify (see
+  ``hull``) is answered by the model's own computation over every cached key (a scan:
+  the scores in the model's score dtype -- exact int64 for an int64-score model -- and the
+  average of the values at the maximal ones);
 * a *mean* head (no query/key rows: uniform attention) keeps a running sum of its values;
   the average of n of them is that sum times fl(1/n) (the numerics guard's error bound for a
   mean covers any summation order, so the proof of the torch model holds for this one);
@@ -60,6 +62,7 @@ class _Head:
     total: np.ndarray | None = None  # a mean head's running sum of values
     count: int = 0
     scans: int = 0  # queries answered by the full scan (the hull could not certify them)
+    integer: bool = False  # the model's scores are int64 (``ModelConfig.score_dtype``)
 
     @property
     def is_mean(self) -> bool:
@@ -70,9 +73,6 @@ class _Head:
         if self.is_mean:
             self.total += v
         else:
-            if n == len(self.values):
-                self.keys = _doubled(self.keys)
-                self.values = _doubled(self.values)
             self.keys[n] = k
             self.values[n] = v
             if self.hull is not None:
@@ -91,9 +91,12 @@ class _Head:
             if winner is not None:
                 return self.values[winner]
         self.scans += 1
-        scores = self.keys[:n] @ q  # the model's softmax over every cached key
-        weights = np.exp(scores - scores.max())
-        return (weights / weights.sum()) @ self.values[:n]
+        if self.integer:
+            scores = self.keys[:n].astype(np.int64) @ q.astype(np.int64)  # exact, as the model
+        else:
+            scores = self.keys[:n] @ q
+        best = np.flatnonzero(scores == scores.max())  # the model's average-hard attention
+        return (self.values[best] * (1.0 / len(best))).sum(axis=0)
 
 
 @dataclass(slots=True)
@@ -134,18 +137,19 @@ class FastDecoder:
         if cfg.torch_dtype != torch.float64:
             raise NumericsError(f"the fast decoder runs float64 models, not {cfg.dtype}")
         self.max_len = cfg.max_len
+        # the per-position arrays (keys, values, hull chains) start at ``capacity`` positions
+        # and double as the stream grows: a long model costs what the stream uses
+        self.capacity = min(cfg.max_len, START_CAPACITY)
         self.wte = _numpy(model.wte.weight)  # (vocab, d_model)
         self.wpe = _numpy(model.wpe.weight)  # (d_model, 2): [p, p**2] -> residual
-        self.layers = [_layer(block, cfg) for block in model.blocks]
+        self.layers = [_layer(block, cfg, self.capacity) for block in model.blocks]
         self.lm_head = sparse.csr_array(_numpy(model.lm_head.weight))
+        self.integer_scores = cfg.score_dtype == "int64"
         self.length = 0  # tokens appended so far
         self.pending: int | None = None  # predicted, not yet appended
         self.best: int | None = None  # the argmax after the last appended token
         if compiled is None:
             compiled = kernel_available()
-        # the caches hold `capacity` positions and double when full, so memory follows the
-        # stream's length, not the bucket's max_len
-        self.capacity = min(self.max_len, _FIRST_CAPACITY)
         self.state = _pack(self, self.capacity) if compiled else None
 
     @property
@@ -159,9 +163,9 @@ class FastDecoder:
         if not tokens:
             return
         check_runtime(torch.float64, self.length + len(tokens), self.max_len)
+        self._reserve(self.length + len(tokens))
         if self.state is not None:
             from . import kernel
-            self._reserve(self.length + len(tokens))
             array = np.asarray(tokens, dtype=np.int64)
             self.best = int(kernel.run_tokens(array, self.length, *self.state))
             self.length += len(tokens)
@@ -188,36 +192,37 @@ class FastDecoder:
                     break
             return new
         from . import kernel
-        # generate appends the pending token and each prediction but the last
-        remaining = min(max_new_tokens, self.max_len - self.length)
         stops = np.array(sorted(stop), dtype=np.int64)
-        new: list[int] = []
-        while remaining > 0:
-            self._reserve(self.length + min(remaining, self.capacity))
-            chunk = min(remaining, self.capacity - self.length)
-            out = np.zeros(chunk, dtype=np.int64)
-            count = int(kernel.generate(self.pending, self.length, chunk, stops, out,
+        new = []
+        while len(new) < max_new_tokens and not (new and new[-1] in stop):
+            # generate appends the pending token and each prediction but the last
+            if self.length == self.capacity:
+                self._reserve(self.length + 1)
+            allowed = min(max_new_tokens - len(new), self.capacity - self.length)
+            if allowed <= 0:
+                break
+            out = np.zeros(allowed, dtype=np.int64)
+            count = int(kernel.generate(self.pending, self.length, allowed, stops, out,
                                         *self.state))
             new += out[:count].tolist()
             self.length += count
-            remaining -= count
             self.pending = self.best = new[-1]
-            if count < chunk or new[-1] in stop:
-                break
         if len(new) < max_new_tokens and not (new and new[-1] in stop):
             check_runtime(torch.float64, self.length + 1, self.max_len)  # raises
         return new
 
     def _reserve(self, positions: int) -> None:
-        """Grow the compiled loop's caches (doubling) to hold ``positions``."""
-        if positions <= self.capacity or self.state is None:
+        """Grow the per-position arrays (doubling, up to max_len) to hold ``positions``."""
+        if positions <= self.capacity:
             return
-        capacity = self.capacity
-        while capacity < positions:
-            capacity *= 2
-        capacity = min(capacity, self.max_len)
-        self.state = _regrown(self.state, self.capacity, capacity)
-        self.capacity = capacity
+        old, new = self.capacity, min(self.max_len, max(positions, 2 * self.capacity))
+        for layer in self.layers:
+            for head in layer.heads:
+                head.keys = _grown(head.keys, new)
+                head.values = _grown(head.values, new)
+        if self.state is not None:
+            self.state = _grow_state(self.state, old, new)
+        self.capacity = new
 
     @property
     def scans(self) -> int:
@@ -244,6 +249,7 @@ class FastDecoder:
 
     def _append(self, token: int) -> None:
         p = self.length
+        self._reserve(p + 1)
         pf = float(p)
         x = self.wte[token] + (self.wpe[:, 0] * pf + self.wpe[:, 1] * (pf * pf))
         for layer in self.layers:
@@ -276,11 +282,43 @@ def kernel_available() -> bool:
     return True
 
 
-_HEADS, _KEYS, _VALUES = 8, 9, 10  # indices in the packed state
-_CHAINS = range(12, 17)  # the hull chains' arrays (heads, 2, capacity)
-_FIRST_CAPACITY = 4096  # positions the caches hold before their first doubling
+START_CAPACITY = 4096  # positions the per-position arrays hold at first
 _SCANS = 21  # the index of the per-head scan counters in the packed state
 _MARGINS = 22  # the per-head smallest certified gap between the winner's score and the rest
+_KEYS, _VALUES, _HEADS = 9, 10, 8  # the per-position key and value stores, the head table
+_CHAINS = range(12, 17)  # the hull chains' per-position arrays (n_heads, 2, capacity)
+
+
+def _grown(a: np.ndarray, size: int, axis: int = 0) -> np.ndarray:
+    """``a`` with its ``axis`` extended to ``size`` (zeros after the old entries)."""
+    shape = list(a.shape)
+    shape[axis] = size
+    out = np.zeros(shape, dtype=a.dtype)
+    out[(slice(None),) * axis + (slice(0, a.shape[axis]),)] = a
+    return out
+
+
+def _grow_state(state: tuple, old: int, new: int) -> tuple:
+    """The packed state with room for ``new`` positions: the key store and hull chains
+    extended, each head's value segment (``old`` * d_v entries at its offset) moved to its
+    new offset (``new`` * the d_v of the heads before it)."""
+    state = list(state)
+    heads = state[_HEADS].copy()
+    values = np.zeros(max(int((heads[heads[:, 1] > 0, 5] * new).sum()), 1))
+    at = 0
+    for h in range(heads.shape[0]):
+        dv, voff = int(heads[h, 5]), int(heads[h, 7])
+        if heads[h, 1] == 0:  # a mean head keeps only its total
+            heads[h, 7] = at
+            continue
+        values[at:at + old * dv] = state[_VALUES][voff:voff + old * dv]
+        heads[h, 7] = at
+        at += new * dv
+    state[_HEADS], state[_VALUES] = heads, values
+    state[_KEYS] = _grown(state[_KEYS], new, axis=1)
+    for i in _CHAINS:
+        state[i] = _grown(state[i], new, axis=2)
+    return tuple(state)
 
 
 def _pack(decoder: FastDecoder, capacity: int) -> tuple:
@@ -340,38 +378,10 @@ def _pack(decoder: FastDecoder, capacity: int) -> tuple:
         np.zeros((n_heads, 3), dtype=np.int64),  # max |x|, |y|, |t|
         np.zeros(n_heads, dtype=np.int64),  # scans (index _SCANS)
         np.full(n_heads, np.inf),  # smallest certified score gap (index _MARGINS)
+        np.array([decoder.integer_scores]),  # int64 scores (ModelConfig.score_dtype)
         np.zeros(d_model), np.zeros((4, width)), np.zeros(decoder.lm_head.shape[0]),
     )
     return state
-
-
-def _regrown(state: tuple, old: int, new: int) -> tuple:
-    """``_pack``'s state with caches for ``new`` positions, holding the first ``old``."""
-    state = list(state)
-    heads = state[_HEADS].copy()
-    keys = np.zeros((heads.shape[0], new, state[_KEYS].shape[2]))
-    keys[:, :old] = state[_KEYS][:, :old]
-    values = np.zeros(max(1, new * int(heads[heads[:, 1] > 0, 5].sum())))
-    voff = 0
-    for row in heads:
-        d, dv, at = row[1], row[5], row[7]
-        if d:  # a lookup's block of values moves to its new offset
-            values[voff:voff + old * dv] = state[_VALUES][at:at + old * dv]
-            row[7] = voff
-            voff += new * dv
-    for i in _CHAINS:
-        chains = np.zeros((*state[i].shape[:2], new), dtype=state[i].dtype)
-        chains[:, :, :old] = state[i][:, :, :old]
-        state[i] = chains
-    state[_HEADS], state[_KEYS], state[_VALUES] = heads, keys, values
-    return tuple(state)
-
-
-def _doubled(a: np.ndarray) -> np.ndarray:
-    """``a`` with twice the rows (at least one), the new ones zero."""
-    grown = np.zeros((max(1, 2 * len(a)), *a.shape[1:]), dtype=a.dtype)
-    grown[:len(a)] = a
-    return grown
 
 
 def _numpy(w: torch.Tensor) -> np.ndarray:
@@ -382,7 +392,7 @@ def _nonzero_rows(w: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.any(w != 0, axis=1))
 
 
-def _layer(block, cfg) -> _Layer:
+def _layer(block, cfg, capacity: int) -> _Layer:
     """A block's used heads and units as sparse matrices and head caches."""
     attn, ffn = block.attn, block.ffn
     wq, wk, wv = _numpy(attn.query.weight), _numpy(attn.key.weight), _numpy(attn.value.weight)
@@ -408,10 +418,10 @@ def _layer(block, cfg) -> _Layer:
         o = slice(len(out_columns), len(out_columns) + dv)
         at += 2 * d + dv
         rows += [wq[qk][used], wk[qk][used], wv[vs][values]]
-        hull = HullCache(tie=d == 3) if d in (2, 3) else None
-        start = min(cfg.max_len, _FIRST_CAPACITY) if d else 0
-        head = _Head(bool(attn.strict[h]), q, k, v, o, np.zeros((start, d)),
-                     np.zeros((start, dv)), hull)
+        integer = cfg.score_dtype == "int64"
+        hull = HullCache(tie=d == 3, integer_scores=integer) if d in (2, 3) else None
+        head = _Head(bool(attn.strict[h]), q, k, v, o, np.zeros((capacity, d)),
+                     np.zeros((capacity, dv)), hull, integer=integer)
         if d == 0:
             head.total = np.zeros(dv)
         heads.append(head)

@@ -5,9 +5,9 @@ A compiled lookup head scores position j for the query at position p as
     s(j) = a * x_j + b * y_j + c * t_j          q = (a, b, c),  k_j = (x_j, y_j, t_j)
 
 with, from ``compiler.lower``, x = K' (the shifted key), y = K'**2, t = j (the tie-break
-term, absent -- c = 0 -- when the keys are distinct per position) and a = 2 N BETA Q',
-b = -N BETA, c = BETA. The softmax then gives weight exactly 1 to the best position. This
-module answers that argmax without reading every key:
+term, absent -- c = 0 -- when the keys are distinct per position) and a = 2 N Q', b = -N,
+c = 1. The model's average-hard attention then gives weight exactly 1 to the best
+position. This module answers that argmax without reading every key:
 
 * The 2-D part a x + b y is a linear function of the point (x, y): its maximum over all keys
   lies on the lower convex hull when b < 0 (on the upper hull when b > 0). Each ``Chain``
@@ -20,17 +20,16 @@ module answers that argmax without reading every key:
 * Ties on the 2-D score go to the largest c * t (the latest position), exactly as the
   model's tie-break term does -- *when* that term cannot reorder different 2-D scores.
   Every query certifies this, in exact integer arithmetic, before answering:
-  a, b, c and every key are integers (so the model's float scores are exact too: every
-  product and partial sum is a multiple of 2**e, the power of two in gcd(a, b, c), and
-  below 2**(53 + e); the bound is checked here, not assumed), c * (t_last - t_first) is below
-  gcd(a, b) (the spacing of distinct 2-D scores), and all scores lie on a grid of
-  gcd(a, b, c) >= ``ONE_HOT_GAP``, so the best beats the next by at least that much
-  (softmax's exp(-gap) underflows to 0: the winner's weight is exactly 1).
-  Without a tie term (c = 0) the best must be unique: two positions with equal scores
-  would share the softmax weight.
+  a, b, c and every key are integers, so the model's scores are exact too (float64
+  scores: every product and partial sum is a multiple of 2**e, the power of two in
+  gcd(a, b, c), and below 2**(53 + e); int64 scores: below 2**63; the bound is checked
+  here, not assumed), and c * (t_last - t_first) is below gcd(a, b) (the spacing of
+  distinct 2-D scores). The best then beats the next by at least gcd(a, b, c) >= 1 and
+  gets the whole weight. Without a tie term (c = 0) the best must be unique: two
+  positions with equal scores would share the weight.
 
 A query that fails a check returns ``None``: the caller computes that head by a full
-softmax scan (``engine.fast``). Keys with an x, y, t that are not integers (or a t that does
+average-hard scan (``engine.fast``). Keys with an x, y, t that are not integers (or a t that does
 not increase) switch the cache to scan-only for good.
 
 Cost: a query is one binary search plus the plateau (at most 2 points for the parabola
@@ -45,14 +44,11 @@ the chain's end: it is then a stack.
 from __future__ import annotations
 
 import math
-import sys
 from bisect import bisect_left
 from dataclasses import dataclass, field
 
-# exp(-gap) == 0.0 in float64 for gap >= 746: a score gap this large gives the runner-up a
-# softmax weight of exactly 0 (and the winner exp(0) / 1 = 1).
-ONE_HOT_GAP = math.ceil(-math.log(sys.float_info.min * sys.float_info.epsilon)) + 1
 EXACT_LIMIT = 2**53  # multiples of 2**e below 2**(53 + e) are exact in float64
+INT_LIMIT = 2**63  # int64 scores (``ModelConfig.score_dtype``): exact below 2**63
 
 
 @dataclass(slots=True)
@@ -128,10 +124,12 @@ def _integer(v: float) -> int | None:
 
 class HullCache:
     """The keys of one lookup head, appended in position order; ``argmax(query)`` is the
-    position the model's softmax gives weight 1, or None where that is not certified."""
+    position the model's attention gives weight 1, or None where that is not certified.
+    ``integer_scores``: the model computes q.k in int64 (else float64)."""
 
-    def __init__(self, tie: bool):
+    def __init__(self, tie: bool, integer_scores: bool = False):
         self.tie = tie  # keys carry a third coordinate t (the position tie-break)
+        self.integer_scores = integer_scores
         self.lower, self.upper = Chain(1), Chain(-1)
         self.count = 0
         self.usable = True
@@ -176,11 +174,10 @@ class HullCache:
             return None
         spacing = math.gcd(a, b)  # distinct 2-D scores differ by a multiple of this
         grid = math.gcd(spacing, c)  # and all scores by a multiple of this
-        if grid < ONE_HOT_GAP:
-            return None  # distinct scores could be too close for a one-hot softmax
         mx, my, mt = self.max_abs
-        if abs(a) * mx + abs(b) * my + c * mt >= EXACT_LIMIT * (grid & -grid):
-            return None  # the model's float scores (multiples of grid's power of 2) round
+        limit = INT_LIMIT if self.integer_scores else EXACT_LIMIT * (grid & -grid)
+        if abs(a) * mx + abs(b) * my + c * mt >= limit:
+            return None  # the model's scores (float: multiples of grid's power of 2) round
         chain = self.lower if b < 0 else self.upper
         first, end = chain.plateau(a, b * chain.sign)  # stored as a lower hull: b < 0
         if c > 0:
@@ -189,5 +186,5 @@ class HullCache:
             winner = max(range(first, end), key=chain.ts.__getitem__)
             return chain.pos[winner]
         if end - first > 1 or chain.shared[first]:
-            return None  # an exact tie: the softmax would share the weight
+            return None  # an exact tie: the attention would share the weight
         return chain.pos[first]

@@ -5,9 +5,10 @@ int64), the FFNs and the unembedding's argmax, with the generation loop itself i
 ``hull.py`` is the readable statement of the data structure and its certification; this
 module is the same algorithm over flat arrays (``Kernel`` packs them from a ``FastDecoder``'s
 layers), tested against it. int64 replaces Python's integers, so a key must also fit
-``X_LIMIT``/``Y_LIMIT``/``T_LIMIT`` (then every cross product in the hull fits 63 bits), and a
-query's scores must stay below 2**61 (checked per query, in floats with a wide margin);
-otherwise that head falls back to the scan, as any uncertified query does.
+``X_LIMIT``/``Y_LIMIT``/``T_LIMIT`` (the hull's cross products, up to 2**92, are compared
+exactly on 31-bit limbs: ``_product_greater``), and a query's scores must stay below
+``SCORE_LIMIT`` (just under 2**63: checked per query in floats with a margin for their
+rounding); otherwise that head falls back to the scan, as any uncertified query does.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import math
 import numba as nb
 import numpy as np
 
-from .hull import EXACT_LIMIT, ONE_HOT_GAP
+from .hull import EXACT_LIMIT
 
-X_LIMIT = 2**20  # |x| bound: differences below 2**21
-Y_LIMIT = 2**40  # |y| bound: differences below 2**41; cross products below 2**62
+X_LIMIT = 2**30  # |x| bound: differences below 2**31
+Y_LIMIT = 2**60  # |y| bound: differences below 2**61
 T_LIMIT = 2**40
-SCORE_LIMIT = 2.0**61  # |a| |x| + |b| |y| + c |t| stays far from int64 overflow
+# |a| |x| + |b| |y| + c |t| (a float sum of 3 terms, relative error below 2**-50) must prove
+# the exact integer sum below 2**63: then no score or partial sum overflows int64
+SCORE_LIMIT = 2.0**63 * (1 - 2.0**-40)
 
 _jit = nb.njit(cache=True, nogil=True)
 
@@ -72,8 +75,24 @@ def _row_add(m, r, ptr, idx, dat, row0, scale, out):
 
 
 @_jit
+def _product_greater(dx1, dy1, dx2, dy2):
+    """dx1 * dy1 > dx2 * dy2 exactly, for 0 <= dx < 2**31 and |dy| < 2**62 (products up to
+    2**93): dy = high * 2**31 + low with 0 <= low < 2**31, then the difference is
+    D_high * 2**31 + D_low with both parts below 2**63; carrying D_low's high part into
+    D_high leaves a remainder in [0, 2**31) whose sign no longer matters."""
+    high1, high2 = dy1 >> 31, dy2 >> 31
+    low1, low2 = dy1 - (high1 << 31), dy2 - (high2 << 31)
+    d_high = dx1 * high1 - dx2 * high2
+    d_low = dx1 * low1 - dx2 * low2
+    carry = d_low >> 31
+    d_high += carry
+    rest = d_low - (carry << 31)
+    return d_high > 0 or (d_high == 0 and rest > 0)
+
+
+@_jit
 def _above(xa, ya, xb, yb, xc, yc):
-    return (xc - xa) * (yb - ya) > (yc - ya) * (xb - xa)
+    return _product_greater(xc - xa, yb - ya, xb - xa, yc - ya)
 
 
 @_jit
@@ -181,7 +200,8 @@ def _hull_append(h, k, d, pos, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs):
 
 
 @_jit
-def _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs, margins):
+def _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs, margins,
+                 int_scores):
     """The certified winner (hull.HullCache.argmax), or -1: scan. A certified query's
     scores are multiples of ``grid``, so the winner leads every other key by at least
     grid: ``margins[h]`` keeps the smallest such bound seen."""
@@ -197,11 +217,11 @@ def _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs, margi
         return -1
     spacing = _gcd(a, b)
     grid = _gcd(spacing, c)
-    if grid < ONE_HOT_GAP:
-        return -1
     bound = (abs(float(a)) * maxabs[h, 0] + abs(float(b)) * maxabs[h, 1]
              + float(c) * maxabs[h, 2])
-    if bound >= SCORE_LIMIT or bound >= float(EXACT_LIMIT) * float(grid & -grid):
+    if bound >= SCORE_LIMIT:
+        return -1
+    if not int_scores[0] and bound >= float(EXACT_LIMIT) * float(grid & -grid) * (1 - 2.0**-40):
         return -1
     ch = 0 if b < 0 else 1
     sb = -abs(b)
@@ -234,8 +254,8 @@ def _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs, margi
 
 @_jit
 def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys, values,
-            totals, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs, scans, margins, x, buf,
-            logits):
+            totals, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs, scans, margins, int_scores,
+            x, buf, logits):
     """Run one token at position p through the model; logits are left in ``logits``."""
     for i in range(x.shape[0]):
         x[i] = wte[token, i] + (wpe[i, 0] * p + wpe[i, 1] * (p * p))
@@ -265,12 +285,12 @@ def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys,
                     out[j] = totals[toff + j] * inv
             else:
                 win = _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs,
-                                   margins)
+                                   margins, int_scores)
                 if win >= 0:
                     out[:] = values[voff + win * dv:voff + (win + 1) * dv]
                 else:
                     scans[h] += 1
-                    _scan(h, q, d, dv, n, voff, keys, values, out)
+                    _scan(h, q, d, dv, n, voff, keys, values, out, int_scores[0])
             if strict:
                 _store(h, p, d, dv, k, v, voff, toff, keys, values, totals,
                        hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs)
@@ -303,21 +323,33 @@ def _store(h, p, d, dv, k, v, voff, toff, keys, values, totals,
 
 
 @_jit
-def _scan(h, q, d, dv, n, voff, keys, values, out):
-    """The model's own softmax over every cached key (for an uncertified query)."""
-    scores = np.empty(n)
-    for j in range(n):
-        s = 0.0
-        for r in range(d):
-            s += keys[h, j, r] * q[r]
-        scores[j] = s
-    top = scores.max()
-    weights = np.exp(scores - top)
-    weights /= weights.sum()
+def _scan(h, q, d, dv, n, voff, keys, values, out, int_scores):
+    """The model's own average-hard attention over every cached key (an uncertified
+    query): the scores (exact int64 for an int64-score model), then the mean of the values
+    at the maximal ones."""
+    best = np.zeros(n, dtype=np.bool_)
+    if int_scores:
+        iscores = np.empty(n, dtype=np.int64)
+        for j in range(n):
+            s = np.int64(0)
+            for r in range(d):
+                s += np.int64(keys[h, j, r]) * np.int64(q[r])
+            iscores[j] = s
+        best[:] = iscores == iscores.max()
+    else:
+        scores = np.empty(n)
+        for j in range(n):
+            s = 0.0
+            for r in range(d):
+                s += keys[h, j, r] * q[r]
+            scores[j] = s
+        best[:] = scores == scores.max()
+    weight = 1.0 / best.sum()
     out[:] = 0.0
     for j in range(n):
-        for r in range(dv):
-            out[r] += weights[j] * values[voff + j * dv + r]
+        if best[j]:
+            for r in range(dv):
+                out[r] += weight * values[voff + j * dv + r]
 
 
 @_jit

@@ -10,9 +10,11 @@ A refused build is cached too (its message), so a bucket beyond the proven range
 rebuilt on every run.
 
 Buckets: a model built for max_len N is proven for positions 0..N-1 only, so the engine
-picks the smallest bucket that holds the stream (``bucket_for``). Measured: float64 is
-proven up to 3072 positions for the graph with memory, traps and call_indirect (4096 is
-refused: the stack lookups' scores exceed 2**53; before those parts, 6144 was proven).
+picks the smallest bucket that holds the stream (``bucket_for``). Every bucket is a float64
+model with int64 attention scores (``ModelConfig.score_dtype``) and ``MEM_BITS`` bits of
+linear memory; the numerics guard proves each one when it is built (the largest score,
+the memory read's at 2**20 positions, is below 2**62.4; docs/UNIVERSAL.md "Numerics and
+limits" has the table). Float32 is refused.
 """
 
 from __future__ import annotations
@@ -34,8 +36,12 @@ from ..toolchain import cache_dir
 from ..universal import Limits, build_universal_graph
 from .sparse import sparse_copy
 
-BUCKETS = (2048, 3072)  # max_len of the models the engine builds, smallest first
+# max_len of the models the engine builds, smallest first (a stream moves up as it grows;
+# small buckets keep short runs' prefill cheap)
+BUCKETS = (2048, 8192, 2**15, 2**17, 2**18, 2**20)
+MEM_BITS = 20  # linear memory below 2**20 bytes (16 pages), every bucket
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
+SCORE_DTYPES = {"float64": "int64", "float32": "float32"}  # the attention scores per dtype
 
 # The packages whose source determines the weights (the graph, its compiler, the model, and
 # the vocabulary and prompt layout the graph reads).
@@ -47,9 +53,15 @@ _refused: dict[tuple[int, str, str], str] = {}
 _fast: dict[tuple[int, str, str], Transformer] = {}
 
 
+def engine_limits(max_len: int) -> Limits:
+    """The limits of the engine's universal model for ``max_len`` positions."""
+    return Limits(max_len=max_len, mem_bits=MEM_BITS)
+
+
 def model_key(limits: Limits, dtype: str) -> str:
     """A hash of everything the weights depend on."""
-    h = hashlib.sha256(f"protocol {PROTOCOL_VERSION}\n{limits!r}\n{dtype}\n".encode())
+    h = hashlib.sha256(f"protocol {PROTOCOL_VERSION}\n{limits!r}\n{dtype} scores "
+                       f"{SCORE_DTYPES[dtype]}\n".encode())
     root = Path(__file__).resolve().parent.parent
     for name in _SOURCES:
         path = root / name
@@ -65,7 +77,7 @@ def build_universal(limits: Limits, dtype: str = "float64") -> Transformer:
     graph, _ = build_universal_graph(limits)
     compiled = compile_graph(graph)
     try:
-        model = build_model(compiled, DTYPES[dtype])
+        model = build_model(compiled, DTYPES[dtype], score_dtype=SCORE_DTYPES[dtype])
     except NumericsError as exc:
         raise ModelNotProven(_one_line(dtype, limits.max_len, str(exc))) from None
     model.info["build_seconds"] = round(time.perf_counter() - start, 2)
@@ -108,7 +120,7 @@ def _cpu_model(max_len: int, dtype: str) -> Transformer:
         return _loaded[at]
     if at in _refused:
         raise ModelNotProven(_refused[at])
-    limits = Limits(max_len=max_len)
+    limits = engine_limits(max_len)
     path = cache_dir() / "models" / f"universal-{max_len}-{dtype}-{model_key(limits, dtype)}"
     weights, refused = path.with_suffix(".safetensors"), path.with_suffix(".refused.json")
     if refused.exists():

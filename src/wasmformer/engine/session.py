@@ -36,10 +36,10 @@ from ..machine.instance import Instance
 from ..machine.prompt import prompt_tokens
 from ..machine.reference import Deadline
 from ..machine.tokens import TokenMachine
-from ..universal import Limits, supported
+from ..universal import supported
 from .coverage import Coverage
 from .decoders import Decoder, FastDecoding, TorchDecoding
-from .models import BUCKETS, bucket_for, fast_model, universal_model
+from .models import BUCKETS, bucket_for, engine_limits, fast_model, universal_model
 
 HALT, EXIT, TRAP = vocab.tok("HALT"), vocab.tok("EXIT"), vocab.tok("TRAP")
 ENDINGS = frozenset((HALT, EXIT, TRAP))
@@ -89,7 +89,7 @@ class Session:
         self.sparse = self.device == "cpu" if sparse is None else sparse
         self.coverage = Coverage(self.fused, supported(self.fused))
         try:
-            Limits(max_len=BUCKETS[-1]).check(self.fused, 0)
+            engine_limits(BUCKETS[-1]).check(self.fused, 0)
         except GraphError as exc:
             raise EngineRefusal(f"the {engine} engine cannot execute this program: {exc}") from None
         self.stream = prompt_tokens(instance, self.fused, self.machine.func_index)

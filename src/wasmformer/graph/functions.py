@@ -77,6 +77,25 @@ def clamp(g: Graph, x: LinearLike, lo: Value, hi: Value, *, name: str | None = N
     return piecewise_linear(g, x, [(lo, lo), (hi, hi)], name=name or g.fresh_name("clamp"))
 
 
+def clamped_key(g: Graph, key: LinearLike, lo: int, hi: int, *, name: str
+                ) -> tuple[Node, Node]:
+    """A lookup key clamped to [lo, hi] and its square (clamped - lo)**2, both one FFN layer
+    after ``key``'s inputs: pass them as ``lookup(key=..., key_square=...)``. A key's range
+    is what its scores' size grows with (``compiler.lower``); clamping keeps only the
+    range the queries can meet (keys beyond it only need to stay beyond it). With K =
+    key - lo and h = hi - lo: relu(K) - relu(K - h) and relu(K) K - relu(K - h) (K - h)
+    - 2 h relu(K - h) (which is h**2 for K >= h)."""
+    k = as_linear(key) - lo
+    _integer(k, "clamped_key")
+    h = hi - lo
+    one = as_linear(1)
+    value = g.ffn(name, [(lo, one, one), (1, k, one), (-1, k - h, one)],
+                  range=Range(lo, hi, integer=True))
+    square = g.ffn(f"{name}^2", [(1, k, k), (-1, k - h, k - h), (-2 * h, k - h, one)],
+                   range=Range(0, h * h, integer=True))
+    return value, square
+
+
 def product(g: Graph, a: LinearLike, b: LinearLike, *, name: str | None = None,
             range: Range | None = None) -> Node:
     """a * b for a non-negative integer a (one unit: relu(a) * b); exact.

@@ -107,12 +107,20 @@ class Graph:
     # ---- operations ------------------------------------------------------------------
 
     def lookup(self, name: str, query: LinearLike, key: LinearLike,
-               values: Sequence[LinearLike], *, strict: bool = False) -> Lookup:
+               values: Sequence[LinearLike], *, strict: bool = False,
+               key_square: LinearLike | None = None) -> Lookup:
         """A nearest-key, latest-on-ties attention head (see ``nodes.Lookup``).
 
         Outputs are named ``name.key`` and ``name.0``, ``name.1``, ...
         """
         query, key = self._input(query), self._input(key)
+        if key_square is not None:
+            key_square = self._input(key_square)
+            top = (key.range.hi - key.range.lo) ** 2
+            if not (key_square.range.integer and key_square.range.lo >= 0
+                    and key_square.range.hi <= top):
+                raise GraphError(f"lookup {name!r}: key_square's range {key_square.range} "
+                                 f"is not within that of (key - {key.range.lo})**2")
         values = tuple(self._input(v) for v in values)
         for what, x in (("query", query), ("key", key)):
             if not x.range.integer:
@@ -121,7 +129,7 @@ class Graph:
         names = [f"{name}.key"] + [f"{name}.{i}" for i in range(len(values))]
         ranges = [_maybe_empty(x.range, strict) for x in (key, *values)]
         outputs = tuple(self._new_node(n, r) for n, r in zip(names, ranges, strict=True))
-        return self._add_op(Lookup(name, query, key, values, strict, outputs))
+        return self._add_op(Lookup(name, query, key, values, strict, outputs, key_square))
 
     def mean(self, name: str, value: LinearLike, *, strict: bool = False,
              range: Range | None = None) -> Node:

@@ -40,6 +40,11 @@ class Lookup:
     ``outputs[1 + i]`` is ``values[i](j)``. With no candidate (strict, p == 0) every output
     is 0. Query and key are integer-valued Linears. A miss is not signalled: compare
     ``matched_key`` with the query.
+
+    ``key_square``, when given, is (key - key.range.lo)**2 as a node of its own (the
+    compiled head needs that square as a residual feature; see ``functions.clamped_key``,
+    which makes a clamped key and its square in one FFN layer). The evaluator checks it
+    at every winner.
     """
 
     name: str
@@ -48,6 +53,7 @@ class Lookup:
     values: tuple[Linear, ...]
     strict: bool
     outputs: tuple[Node, ...]
+    key_square: Linear | None = None
 
     @property
     def matched_key(self) -> Node:
@@ -60,7 +66,8 @@ class Lookup:
 
     @property
     def reads(self) -> tuple[Linear, ...]:
-        return (self.query, self.key, *self.values)
+        square = () if self.key_square is None else (self.key_square,)
+        return (self.query, self.key, *square, *self.values)
 
     def __iter__(self):
         return iter(self.outputs)

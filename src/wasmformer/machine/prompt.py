@@ -11,7 +11,7 @@ tokens, little-endian. The layout is documented in docs/PROTOCOL.md.
   FUNCS     entry(3) type(2) locals start(3) nlocals(2) (10) entry FFFFFF: an import
   GLOBALS   type(1) mutable(1) value(8)                 (10)
   TABLES    type(1) size(4) max(4)                      (9)  max FFFFFFFF: none
-  ELEMS     table(2) index(4) value(4)                  (10) the non-null elements
+  ELEMS     table(2) index(4) value(4)                  (10) every slot, null = value 0
   MEMORY    pages(4) max(4)                             (8)  a single record, count 0 or 1
   DATA      MEM address(4) n(2) bytes(16)               (23) the non-zero 16-byte lines
   JTAB      target(3) keep(2) drop(2)                   (7)  br_table entries
@@ -26,7 +26,7 @@ from .fuse import CONST, LOCAL, NONE, FusedInstr, FusedProgram, emitted_bytes
 from .instance import Instance
 from .vocab import le, op_token, tok, type_token
 
-VERSION = 1
+VERSION = 2  # 2: ELEMS lists every table slot, nulls included (1: the non-null ones)
 LINE = 16  # bytes of memory per DATA record
 # A DATA record is a memory run as a host call's trace writes one (``MEM address(4) n(2)``
 # then n bytes) with n = LINE: one format for every memory write that is not a store, so a
@@ -97,7 +97,7 @@ def _records_at_least(instance: Instance, fused: FusedProgram, stop: int) -> int
 
     Counting DATA lines stops past ``stop`` tokens, so a huge memory costs little."""
     n = RECORD_SIZES["CODE"] * len(fused.code)
-    n += RECORD_SIZES["ELEMS"] * sum(len(t.elems) - t.elems.count(None) for t in instance.tables)
+    n += RECORD_SIZES["ELEMS"] * sum(len(t.elems) for t in instance.tables)
     data = instance.memory.data if instance.memory is not None else bytearray()
     block = 4096  # skip all-zero blocks at C speed; look at lines only in the others
     for a in range(0, len(data), block):
@@ -139,7 +139,7 @@ def _prompt(instance: Instance, fused: FusedProgram, func_index: dict[int, int])
                          for t in instance.tables])
     w.section("ELEMS", [[*le(ti, 2), *le(i, 4), *le(_ref_or_int(v, func_index), 4)]
                         for ti, t in enumerate(instance.tables)
-                        for i, v in enumerate(t.elems) if v is not None])
+                        for i, v in enumerate(t.elems)])
     mem = instance.memory
     w.section("MEMORY", [] if mem is None else [[*le(mem.pages, 4), *le(
         NO_MAX if mem.max_pages is None else mem.max_pages, 4)]])

@@ -18,18 +18,23 @@ from .numerics import check_numerics
 from .transformer import Block, ModelConfig, Transformer
 
 
-def config_of(compiled: CompiledModel, dtype: torch.dtype) -> ModelConfig:
+def config_of(compiled: CompiledModel, dtype: torch.dtype,
+              score_dtype: str | None = None) -> ModelConfig:
+    name = str(dtype).removeprefix("torch.")
     return ModelConfig(compiled.vocab_size, compiled.max_len, compiled.d_model,
                        len(compiled.blocks), compiled.n_head, compiled.d_qk, compiled.d_v,
-                       compiled.d_ff, str(dtype).removeprefix("torch."))
+                       compiled.d_ff, name, score_dtype or name)
 
 
 def build_model(compiled: CompiledModel, dtype: torch.dtype = torch.float64, *,
-                allow_approximate: bool = False) -> Transformer:
-    """The transformer for ``compiled`` in ``dtype``; raises NumericsError where the float
-    model is not proven to emit the evaluator's tokens (see ``numerics``)."""
-    report = check_numerics(compiled.program, dtype, allow_approximate=allow_approximate)
-    model = Transformer(config_of(compiled, dtype))
+                score_dtype: str | None = None, allow_approximate: bool = False) -> Transformer:
+    """The transformer for ``compiled`` in ``dtype``, its attention scores in
+    ``score_dtype`` (default: ``dtype``; "int64" for exact integer scores up to 2**63);
+    raises NumericsError where the model is not proven to emit the evaluator's tokens
+    (see ``numerics``)."""
+    report = check_numerics(compiled.program, dtype, score_dtype=score_dtype,
+                            allow_approximate=allow_approximate)
+    model = Transformer(config_of(compiled, dtype, score_dtype))
     with torch.no_grad():
         model.wte.weight.copy_(_dense(compiled.embedding, compiled.d_model))
         model.wpe.weight.zero_()
@@ -42,7 +47,9 @@ def build_model(compiled: CompiledModel, dtype: torch.dtype = torch.float64, *,
     model.info = {"card": dataclasses.asdict(compiled.card),
                   "numerics": {"summary": report.summary(), "exact": report.exact,
                                "proven": report.proven, "logit_error": report.logit_error,
-                               "inexact": list(report.inexact)}}
+                               "inexact": list(report.inexact),
+                               "lookup_bits": {c.name: c.score_units.bit_length()
+                                               for c in report.lookups}}}
     return model
 
 

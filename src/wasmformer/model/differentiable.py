@@ -5,11 +5,16 @@ teacher forcing over a whole trace in one parallel forward pass.
     logits = forward(model, probs, sharpness=2**-5)       # (B, T, vocab), differentiable
     loss = trace_loss(logits, tokens, predicted)          # cross-entropy on the trace
 
-The built model's lookup heads are hardmaxes: their scores are integers times the inverse
-temperature BETA = 1024 (``compiler.lower``), so a softmax weight is exactly 0 or 1 and
+The built model's attention is average-hard (``model.transformer``): a lookup's integer
+scores have one maximum, which gets weight 1. Here every head is a softmax of
+``SOFTMAX_SCALE * sharpness * score`` (SOFTMAX_SCALE = 1024, the inverse temperature that
+the compiler folded into the query weights before the model became average-hard): at
+sharpness 1 a one-unit gap weighs exp(-1024) == 0, so the weights are exactly 0 or 1 and
 no gradient flows through *which* position a head reads (only through the value it
-copies, which is linear). ``sharpness`` multiplies every score: 1 is the built model, bit
-for bit; 2**-k makes a score gap of one unit weigh exp(-1024 * 2**-k), so the heads
+copies, which is linear); 1 is the built model, bit for bit (when its scores are exact in
+float64: this mode computes them in float64 even for an int64-score model, so use models
+whose guard report proves float64 scores). 2**-k makes a score gap of one unit weigh
+exp(-1024 * 2**-k), so the heads
 average over near keys and gradients reach the scores (measured: the trace stays exact
 down to 2**-5 and breaks from 2**-5.25, docs/DIFFERENTIABLE.md). ``relu_width`` > 0 replaces the
 FFN's relu(x) by the softplus w * log(1 + exp(x / w)), a smooth surrogate for its steps
@@ -117,7 +122,7 @@ def attention(attn: Attention, x: torch.Tensor, start: int,
     scores = q @ k_new.transpose(-2, -1)  # (B, H, T, T)
     if past is not None:  # the prompt's keys broadcast over the batch (no copy per row)
         scores = torch.cat([q @ past[0].transpose(-2, -1), scores], dim=-1)
-    weights = attn.weights(scores * sharpness if sharpness != 1.0 else scores, start)
+    weights = attn.weights(scores, start, sharpness=sharpness)
     y = weights[..., start:] @ v_new if past is not None else weights @ v_new
     if past is not None:
         y = y + weights[..., :start] @ past[1]

@@ -24,7 +24,8 @@ from ..machine.prompt import VERSION as PROTOCOL_VERSION
 from .transformer import ModelConfig, Transformer
 
 FORMAT = "wasmformer-model"
-VERSION = 2  # of the file format; 2 added the protocol version and the checksum
+VERSION = 3  # of the file format; 2 added the protocol version and the checksum, 3 the
+# config's score_dtype (and average-hard attention)
 
 
 def checksum(described: dict, tensors: dict[str, torch.Tensor]) -> str:

@@ -9,10 +9,14 @@ without FMA):
   2**-g and every product and partial sum stays below 2**mantissa in units of that grid
   (53 bits for float64, 24 for float32): then no operation ever rounds. Token tables,
   positions and integer FFN arithmetic within range are exact.
-* A lookup head must be exact: its query and key rows exact, and its scores multiples of
-  2**10 below 2**mantissa * 2**10 (see ``compiler.lower``). Then the winner's softmax
-  weight is exactly 1, every other weight exactly 0, and the head copies its values bit
-  for bit. A lookup that fails this is refused: it could silently read the wrong row.
+* A lookup head must be exact: its query and key rows exact, and every product and
+  partial sum of its scores q.k exact in the score dtype: below 2**mantissa units of the
+  score grid for float scores; for int64 scores (``ModelConfig.score_dtype``) q and k
+  exact integers (so exact in float64 and in int64) and the sum of |products| below
+  2**63. The model's attention is average-hard (``model.transformer``), so exact scores,
+  whose maximum is unique by construction (``compiler.lower``), give the winner weight 1
+  and every other position 0: the head copies its values bit for bit. A lookup that
+  fails this is refused: it could silently read the wrong row.
 * Everything else gets a rigorous error bound (gamma_n = n u / (1 - n u), u = 2**-mantissa):
   a mean head's weights fl(1/n) make it inexact by nature, and the error flows on
   through the FFNs (relu is 1-Lipschitz) to the logits.
@@ -24,10 +28,11 @@ without FMA):
 Stated ranges of a lookup head, as the guard computes them: N = max_len, W bounds the
 shifted key K' = key - lo >= 0 and Q bounds |Q'| = |query - lo| (both by the triangle
 inequality over their rows' coefficients and the node ranges). Exact iff
-    N * (2 Q W + W**2) + N - 1 < 2**mantissa    keys may repeat: tie-break on position
-    2 Q W + W**2 < 2**mantissa                  key = +-position + b: consecutive keys
-With Q = W: float64 holds W = 53,509 at N = 2**20 positions (856,158 at N = 4096);
-float32 holds W = 73 at N = 1024, W = 36 at N = 4096, W = 2 at N = 10**6. A
+    N * (2 Q W + W**2) + N - 1 < 2**bits    keys may repeat: tie-break on position
+    2 Q W + W**2 < 2**bits                  key = +-position + b: consecutive keys
+with bits = 53 (float64 scores), 24 (float32) or 63 (int64). With Q = W: float64 holds
+W = 53,509 at N = 2**20 positions, int64 W = 1,712,317 (about 2**20.7); float32 holds
+W = 73 at N = 1024, W = 36 at N = 4096, W = 2 at N = 10**6. A
 position-keyed lookup (query p - 1, key p) is exact up to N = 2365 in float32 and
 N = 54,794,158 in float64. Positions past max_len are refused at run time, and a
 float32 model refuses to run with TF32/bf16 matmuls (``torch.set_float32_matmul_precision``
@@ -86,7 +91,7 @@ ZERO = Bound(Fraction(0), 0.0, 0)
 class LookupCheck:
     name: str
     score_units: int  # largest sum of |products| in q.k, in units of the score grid
-    limit: int  # 2**mantissa
+    limit: int  # 2**mantissa, or 2**63 for int64 scores
     ok: bool
     reason: str = ""  # why not ok
 
@@ -94,6 +99,7 @@ class LookupCheck:
 @dataclass(frozen=True, slots=True)
 class NumericsReport:
     dtype: str
+    score_dtype: str
     mantissa_bits: int
     max_len: int
     lookups: tuple[LookupCheck, ...]
@@ -115,14 +121,15 @@ class NumericsReport:
     def summary(self) -> str:
         verdict = ("exact" if self.exact else "proven (errors below half the margin)"
                    if self.proven else "NOT proven")
-        return (f"{self.dtype}: {verdict}; worst logit error {self.logit_error:.3g} "
+        return (f"{self.dtype} ({self.score_dtype} scores): {verdict}; worst logit error "
+                f"{self.logit_error:.3g} "
                 f"(margin {self.min_margin}); positions < {self.max_len}")
 
 
-def check_numerics(program: Program, dtype: torch.dtype, *,
+def check_numerics(program: Program, dtype: torch.dtype, *, score_dtype: str | None = None,
                    allow_approximate: bool = False) -> NumericsReport:
     """The report for ``program`` in ``dtype``; raise NumericsError where it is not safe."""
-    report = analyse(program, dtype)
+    report = analyse(program, dtype, score_dtype)
     if report.problems:
         raise NumericsError(f"{report.dtype}: " + "; ".join(report.problems))
     if not report.proven and not allow_approximate:
@@ -134,9 +141,15 @@ def check_numerics(program: Program, dtype: torch.dtype, *,
     return report
 
 
-def analyse(program: Program, dtype: torch.dtype) -> NumericsReport:
+def analyse(program: Program, dtype: torch.dtype,
+            score_dtype: str | None = None) -> NumericsReport:
+    """The bounds of every feature of ``program`` run in ``dtype``, its lookups' scores in
+    ``score_dtype`` (default: ``dtype``; "int64" needs float64)."""
     bits = round(-math.log2(torch.finfo(dtype).eps)) + 1  # 53 or 24
-    underflow = -math.log(torch.finfo(dtype).smallest_normal * torch.finfo(dtype).eps) + 1
+    score_dtype = score_dtype or str(dtype).removeprefix("torch.")
+    if score_dtype == "int64" and bits != 53:
+        raise NumericsError("int64 scores need a float64 model")
+    score_bits = {"int64": None, "float64": 53, "float32": 24}[score_dtype]
     bounds = {f: _source_bound(f, bits) for f in program.sources}
     checks, problems = [], []
     for op in program.ops:
@@ -149,14 +162,15 @@ def analyse(program: Program, dtype: torch.dtype) -> NumericsReport:
             rounding = _gamma(program.max_len + 2, bits) * (float(v.mag) + v.err)
             values = [Bound(v.mag, v.err + rounding, None)]
         else:
-            check = _lookup_check(op, bounds, bits, underflow)
+            check = _lookup_check(op, bounds, bits, score_bits)
             checks.append(check)
             if not check.ok:
                 problems.append(f"lookup {op.name!r} is not exact: {check.reason}")
         bounds.update(zip(op.outputs, values, strict=True))
     logit_error = max((_form_bound(f, bounds, bits).err for f in program.logits), default=0.0)
     inexact = tuple(f.name for f, b in bounds.items() if not b.exact)
-    return NumericsReport(str(dtype).removeprefix("torch."), bits, program.max_len,
+    return NumericsReport(str(dtype).removeprefix("torch."), score_dtype, bits,
+                          program.max_len,
                           tuple(checks), inexact, logit_error, program.min_margin,
                           tuple(problems))
 
@@ -246,21 +260,28 @@ def _mlp_bound(op: Mlp, bounds: dict[Feature, Bound], bits: int) -> Bound:
     return out
 
 
-def _lookup_check(op: Head, bounds, bits: int, underflow: float) -> LookupCheck:
-    """Exact scores with gaps that underflow the softmax to a one-hot."""
+def _lookup_check(op: Head, bounds, bits: int, score_bits: int | None) -> LookupCheck:
+    """Exact scores: float scores within the mantissa (``score_bits``), or (None) int64
+    scores of exact integer rows below 2**63."""
     pairs = [(_form_bound(q, bounds, bits), _form_bound(k, bounds, bits))
              for q, k in zip(op.query, op.key, strict=True)]
     pairs = [(q, k) for q, k in pairs if q.mag != 0 and k.mag != 0]
     if not all(q.exact and k.exact for q, k in pairs):
-        return LookupCheck(op.name, -1, 2**bits, False, "its query or key is not exact "
-                           "(it depends on a mean head or a non-dyadic coefficient)")
-    grid = max((q.grid + k.grid for q, k in pairs), default=-64)
-    units = math.ceil(sum((q.mag * k.mag for q, k in pairs), Fraction(0)) * Fraction(2) ** grid)
-    if units >= 2**bits:
-        return LookupCheck(op.name, units, 2**bits, False, f"|q.k| reaches {units} units of "
-                           f"2**{-grid}, over the exact limit 2**{bits}; shorten max_len or "
+        return LookupCheck(op.name, -1, 2**(score_bits or 63), False, "its query or key is "
+                           "not exact (it depends on a mean head or a non-dyadic coefficient)")
+    total = sum((q.mag * k.mag for q, k in pairs), Fraction(0))
+    if score_bits is None:
+        if any(q.grid > 0 or k.grid > 0 for q, k in pairs):
+            return LookupCheck(op.name, -1, 2**63, False, "int64 scores need integer query "
+                               "and key rows")
+        units = math.ceil(total)
+        limit, unit = 63, "1"
+    else:
+        grid = max((q.grid + k.grid for q, k in pairs), default=-64)
+        units = math.ceil(total * Fraction(2) ** grid)
+        limit, unit = score_bits, f"2**{-grid}"
+    if units >= 2**limit:
+        return LookupCheck(op.name, units, 2**limit, False, f"|q.k| reaches {units} units of "
+                           f"{unit}, over the exact limit 2**{limit}; shorten max_len or "
                            f"narrow the key range")
-    if Fraction(2) ** -grid < underflow:
-        return LookupCheck(op.name, units, 2**bits, False, f"score gaps 2**{-grid} are too "
-                           f"small for the softmax to underflow to a one-hot")
-    return LookupCheck(op.name, units, 2**bits, True)
+    return LookupCheck(op.name, units, 2**limit, True)

@@ -49,12 +49,15 @@ def call_info(g: Graph, window: Window, nxt: Record, keys: WriteKeys, anchor: An
     site = as_linear(g.lookup("call_site", query=anchor.frame - 1, key=p,
                               values=[nxt.start]).results[0])
     times = site - anchor.code + CODE_RECORD  # 37 * (pc + 1)
-    steps = (limits.max_len + CODE_RECORD) // CODE_RECORD + 1
-    low = U.node(g, "return_pc.0", [u for t in range(1, steps)
-                                    for u in U.step(times, CODE_RECORD * t,
-                                                    1 - 256 * int(t % 256 == 0))], 0, 255)
-    high = U.node(g, "return_pc.1", [u for t in range(1, steps // 256 + 1)
+    # pc + 1 = 256 high + low: high counts the multiples of 37 * 256 up to times, then low
+    # the multiples of 37 in the rest (two layers of thresholds, a number of units bounded
+    # by the pcs: one layer over every multiple of 37 would grow with max_len)
+    records = (limits.max_len + CODE_RECORD) // CODE_RECORD + 1  # records the positions hold
+    high = U.node(g, "return_pc.1", [u for t in range(1, min(records // 256 + 1, 256))
                                      for u in U.step(times, CODE_RECORD * 256 * t)], 0, 255)
+    rest = times - CODE_RECORD * 256 * as_linear(high)
+    low = U.node(g, "return_pc.0", [u for t in range(1, min(records, 256))
+                                    for u in U.step(rest, CODE_RECORD * t)], 0, 255)
     # the other frame's top: the static height of the call / return at the anchor (a
     # call_indirect's arguments lie below its table index)
     top = as_linear(g.lookup("other_top", query=anchor.end - 1, key=p, values=[
@@ -62,7 +65,7 @@ def call_info(g: Graph, window: Window, nxt: Record, keys: WriteKeys, anchor: An
     depth = anchor.depth + 1 - 2 * anchor.is_call
     names = [(d, f) for d in range(SPAN) for f in VALUE]
     query = KEY_STEP * (depth * SLOT_LIMIT + top - nxt.number("X", 1))
-    found = g.lookup("other", query=query, key=keys.stack, values=[window.at(*n) for n in names])
+    found = keys.stack.lookup(g, "other", query, [window.at(*n) for n in names])
     read = Read(dict(zip(names, (as_linear(x) for x in found.results), strict=True)),
                 as_linear(found.matched_key), query)
     return CallInfo(tuple(as_linear(x) for x in callee.results),  # type: ignore[arg-type]

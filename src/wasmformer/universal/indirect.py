@@ -7,14 +7,14 @@ stack's top; the arguments lie below it, see ``calls.py``). The reference execut
 (``CALL_TYPE_MISMATCH``); then, as for ``call``, the call depth (``STACK_EXHAUSTED``).
 
 - The table's size: ``TABLES`` record 0, by position.
-- The element: the prompt's ``ELEMS`` records hold the non-null elements only, so they are
-  found by content: every position carries the key ``index`` (the record's index field,
-  its low 2 bytes) at the last byte of an ``ELEMS`` record, and a key beyond every query
-  elsewhere. Which positions those are is arithmetic on the position (r = p - first
-  record, r = 10 t + 9 for t = 0, 1, ...): one FFN node of ~3 units per possible record
-  (max_len / 10 of them) right after layer 1. The query is i's low 2 bytes, straight from
-  the stack read (tables hold fewer than 2**16 elements, so a larger i is undefined
-  anyway); a miss (matched key != query) is a null element.
+- The element: the prompt's ``ELEMS`` section lists every slot of every table, nulls
+  included (value 0), table 0 first, so element i of table 0 is ELEMS record i: read by
+  position (the last byte of record i: first record + 10 i + 9), as GLOBALS are. i is its
+  low 2 bytes, straight from the stack read (tables hold fewer than 2**16 elements, so a
+  larger i is undefined anyway, and the read is then never used); value 0 is a null
+  element. (Before, the records held the non-null elements only and were found by
+  content, keyed by position arithmetic that took one FFN unit group per possible record:
+  max_len / 10 of them, 300K units at 2**20 positions.)
 - The callee: its ``FUNCS`` record (value - 1), by position: entry pc and type index.
 - The type check compares type indices, so a module with two equal function types is not
   covered (``interpreter.supported`` says so): the reference compares structurally.
@@ -44,9 +44,7 @@ from .window import Window
 OPS = ("call_indirect",)
 CALL = vocab.tok("CALL")
 ELEM_LAST = RECORD_SIZES["ELEMS"] - 1  # the value field ends the record
-INDEX_AT = 7  # distance from a record's last byte back to its index field's low byte
 INDEX_LIMIT = 1 << 16  # element indices the content key distinguishes
-FAR = 4 * INDEX_LIMIT  # a key beyond every query
 ONE = Linear((), 1)
 
 
@@ -65,25 +63,10 @@ def _section_at(g: Graph, window: Window, name: str) -> tuple[Linear, Linear]:
     return as_linear(found.results[0]) + 4, as_linear(found.matched_key)
 
 
-def element_keys(g: Graph, window: Window, limits_len: int) -> Linear:
-    """At the last byte of each ELEMS record: its index (low 2 bytes); elsewhere >= FAR."""
-    p = g.position()
-    first, _ = _section_at(g, window, "ELEMS")
-    _, after = _section_at(g, window, "MEMORY")  # the section after ELEMS has begun
-    r = p - first
-    index = window.at(INDEX_AT, "byte") + 256 * window.at(INDEX_AT - 1, "byte")
-    units: U.Units = [(1, ONE, index + FAR * after)] + U.constant(FAR)
-    size = RECORD_SIZES["ELEMS"]
-    for t in range(limits_len // size + 1):
-        units += U.equals_zero(r - size * t - ELEM_LAST, -FAR)
-    return as_linear(g.ffn("elems.index_key", units, range=Range(0, 3 * FAR, integer=True)))
-
-
 def call_indirect(g: Graph, window: Window, nxt: Record, op: Mapping[str, LinearLike],
-                  index: Operand, index_read: Read, anchor: Anchor, max_len: int,
-                  max_depth: int) -> Indirect:
+                  index: Operand, index_read: Read, anchor: Anchor, max_depth: int) -> Indirect:
     """``index``: operand slot B assembled; ``index_read``: its stack read (the index is
-    always the stack's top), whose low 2 bytes key the ELEMS lookup a layer earlier."""
+    always the stack's top), whose low 2 bytes place the ELEMS read a layer earlier."""
     p = g.position()
     is_ci = as_linear(op["call_indirect"])
     i = sum((as_linear(x) * 256 ** k for k, x in enumerate(index.bytes[:4])), start=Linear())
@@ -98,15 +81,14 @@ def call_indirect(g: Graph, window: Window, nxt: Record, op: Mapping[str, Linear
         range=Range(0, 1, integer=True)))
     # an i32 on the stack: byte 0 at window distance 3; an index >= 2**16 is beyond the
     # table (INDEX_LIMIT), so only the undefined-element trap, which reads all of i, matters
-    query = index_read.window[3, "byte"] + 256 * index_read.window[2, "byte"]
-    found = g.lookup("elems", query=query, key=element_keys(g, window, max_len),
+    low = index_read.window[3, "byte"] + 256 * index_read.window[2, "byte"]
+    elems, _ = _section_at(g, window, "ELEMS")
+    found = g.lookup("elems", query=elems + RECORD_SIZES["ELEMS"] * low + ELEM_LAST, key=p,
                      values=[window.at(d, "byte") for d in (3, 2)])
-    miss = as_linear(found.matched_key) - query
-    live = is_ci - undefined  # 0/1: a call_indirect whose index is within the table
-    uninitialized = as_linear(g.ffn("trap.uninitialized_element", [
-        (1, miss, live), (1, -miss, live), (-1, miss - 1, live), (-1, -miss - 1, live)],
-        range=Range(0, 1, integer=True)))
     value = as_linear(found.results[0]) + 256 * as_linear(found.results[1])  # func index + 1
+    live = is_ci - undefined  # 0/1: a call_indirect whose index is within the table
+    uninitialized = as_linear(g.ffn("trap.uninitialized_element", [(1, live - value, ONE)],
+                                    range=Range(0, 1, integer=True)))
     callee = g.lookup("indirect.callee", key=p,
                       query=anchor.funcs + RECORD_SIZES["FUNCS"] * (value - 1) + 4,
                       values=[window.at(d, "byte") for d in (4, 3, 2, 1, 0)])

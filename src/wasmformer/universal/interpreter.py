@@ -72,7 +72,7 @@ def build_universal_graph(limits: Limits | None = None) -> tuple[Graph, dict]:
     x_cur = anchor.target_c + p - anchor.end - 1
     nxt = fetch_record(g, window, "next", x_next, NEXT_FIELDS, limits)
     cur = fetch_record(g, window, "cur", x_cur, CUR_FIELDS, limits)
-    keys = write_keys(cur, x_cur, anchor, this_in_header, limits)
+    keys = write_keys(g, cur, x_cur, anchor, this_in_header, limits)
 
     # decode the next token's instruction (one FFN sublayer)
     op_code = nxt.flag("op", "op_id")
@@ -98,7 +98,7 @@ def build_universal_graph(limits: Limits | None = None) -> tuple[Graph, dict]:
                  limits)
     glob = globals_(g, window, anchor, nxt, cur, x_cur, this_in_header, sel, body, b, limits)
     table_call = indirect.call_indirect(g, window, nxt, ops, b, reads.stack["B"], anchor,
-                                        limits.max_len, limits.max_depth)
+                                        limits.max_depth)
     trapping = traps.TrapSources()
     trapping.add("UNREACHABLE", traps.unreachable(ops))
     trapping.add("MEMORY_OOB", mem.oob)  # memory.py already gives way to it

@@ -47,8 +47,8 @@ def units(g: Graph, window: Window, nxt: Record, keys: WriteKeys, writer_width: 
     out: U.Units = []
     body, at_w = as_linear(body), as_linear(at_w)
     for i in range(MAX_RESULTS):
-        read = g.lookup(f"return.value{i}", query=KEY_STEP * (bottom + i), key=keys.stack,
-                        values=[window.at(d, "byte") for d in range(SPAN)] + [writer_width])
+        read = keys.stack.lookup(g, f"return.value{i}", KEY_STEP * (bottom + i),
+                                 [window.at(d, "byte") for d in range(SPAN)] + [writer_width])
         win, width = [as_linear(x) for x in read.results[:SPAN]], as_linear(read.results[SPAN])
         for w in (4, 8):
             for j in range(w):

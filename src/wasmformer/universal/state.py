@@ -9,8 +9,13 @@ position carries, in each of two address spaces (stack slots, locals), the key
 
 with address = depth * 256 + slot. Only a value's last byte (k = W - 1) has a key that is a
 multiple of 8, so a reader querying 8 * address finds exactly the completed writes to that
-slot, the latest on ties. The keys are linear in the fetched record fields, so they cost
-no FFN layer.
+slot, the latest on ties. The keys are linear in the fetched record fields, then clamped
+to [-TOP - 4, 2 TOP + 4] (TOP = 8 * max_depth * 256, above every valid key; every query
+lies within) in the FFN layer that the key's square needs anyway
+(``graph.functions.clamped_key``): a far or garbage key (the offset term spans max_len
+positions in the prompt) stays far, and the clamp bounds are not multiples of 8, so a
+clamped key never matches a query. Without the clamp the keys' range grows with max_len
+and so do the lookups' scores (docs/UNIVERSAL.md "Numerics and limits").
 
 Reads. Operand slot A and B of the next instruction each read a stack slot (heights h-2 or
 h-1, by the modes) and a local (by index); a constant comes from the record itself. One FFN
@@ -26,6 +31,7 @@ import math
 from dataclasses import dataclass
 
 from wasmformer.graph import Graph, Linear, LinearLike, Range, as_linear
+from wasmformer.graph.functions import clamped_key
 
 from .limits import SLOT_LIMIT, Limits
 from .locate import Anchor
@@ -37,12 +43,24 @@ KEY_STEP = 8  # keys per address: one per byte of a value of up to 8 bytes
 
 
 @dataclass(frozen=True)
+class Key:
+    """A clamped write key and its square, for ``Graph.lookup(key=, key_square=)``."""
+
+    value: Linear
+    square: Linear
+
+    def lookup(self, g: Graph, name: str, query: LinearLike, values, **kw):
+        return g.lookup(name, query=query, key=self.value, key_square=self.square,
+                        values=values, **kw)
+
+
+@dataclass(frozen=True)
 class WriteKeys:
-    stack: Linear
-    local: Linear
+    stack: Key
+    local: Key
 
 
-def write_keys(cur: Record, x_cur: Linear, anchor: Anchor, in_header: Linear,
+def write_keys(g: Graph, cur: Record, x_cur: Linear, anchor: Anchor, in_header: Linear,
                limits: Limits) -> WriteKeys:
     """The keys of this position's token in the stack and local address spaces.
 
@@ -59,9 +77,11 @@ def write_keys(cur: Record, x_cur: Linear, anchor: Anchor, in_header: Linear,
     pushes = cur.flag("dst", "DST_PUSH") + cur.flag("dst", "DST_TEE")
     sets = cur.flag("dst", "DST_SET") + cur.flag("dst", "DST_TEE")
     top = KEY_STEP * limits.max_depth * SLOT_LIMIT  # every valid key is below it
-    return WriteKeys(
-        stack=_key(KEY_STEP * (base + stack_slot) + offset, invalid + 1 - pushes, top),
-        local=_key(KEY_STEP * (base + cur.number("local", 1)) + offset, invalid + 1 - sets, top))
+    stack = _key(KEY_STEP * (base + stack_slot) + offset, invalid + 1 - pushes, top)
+    local = _key(KEY_STEP * (base + cur.number("local", 1)) + offset, invalid + 1 - sets, top)
+    return WriteKeys(*(Key(*map(as_linear, clamped_key(g, k, -top - 4, 2 * top + 4,
+                                                         name=f"{name}.key")))
+                       for name, k in (("stack", stack), ("local", local))))
 
 
 def _key(valid: Linear, invalid: Linear, top: int) -> Linear:
@@ -98,8 +118,7 @@ def read_state(g: Graph, window: Window, keys: WriteKeys, nxt: Record, anchor: A
     stack_slot = {"A": below_b, "B": top, "deep": below_b - nxt.flag("A", "SRC_STACK")}
 
     def read(name: str, query: Linear, key: Linear, frame: bool) -> Read:
-        lk = g.lookup(name, query=query, key=key,
-                      values=values + ([anchor.frame] if frame else []))
+        lk = key.lookup(g, name, query, values + ([anchor.frame] if frame else []))
         results = [as_linear(x) for x in lk.results]
         return Read(dict(zip(names, results, strict=False)), as_linear(lk.matched_key), query,
                     results[len(names)] if frame else None)
