@@ -194,8 +194,13 @@ class TokenMachine:
     def _halt(self, results: list, types: tuple[str, ...]) -> list[int]:
         out: list[int] = []
         for v, t in zip(results, types, strict=True):
-            out += self._value(self._encode_arg(v, t), t)
+            out += self.value_tokens(v, t)
         return out + [HALT]
+
+    def value_tokens(self, v: Any, t: str) -> list[int]:
+        """The byte tokens of value ``v`` of type ``t`` (a signed int is taken modulo its
+        width): a result or an argument as the trace writes it."""
+        return list(self._value(self._encode_arg(v, t), t))
 
     def _close(self, tokens: list[int]) -> None:
         """End the trace: the current step's tokens are ``tokens``; its fuel is the rest."""
