@@ -237,6 +237,11 @@ LOOP_FIVE = """(module (func (export "_start") (local $i i32)
 EXIT_THREE = """(module
   (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
   (func (export "_start") (call $exit (i32.const 3))))"""
+FILL_AND_EXIT = """(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory 1)
+  (func (export "_start")
+    (memory.fill (i32.const 0) (i32.const 7) (i32.const 3)) (call $exit (i32.const 3))))"""
 
 
 def test_run_engine_torch(tmp_path: Path) -> None:
@@ -250,12 +255,19 @@ def test_run_engine_torch(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("engine", ["torch", "fast"])
 def test_transformer_engine_refuses_what_it_does_not_cover(tmp_path: Path, engine: str) -> None:
-    prog = tmp_path / "exit.wat"
-    prog.write_text(EXIT_THREE)
+    prog = tmp_path / "fill.wat"
+    prog.write_text(FILL_AND_EXIT)
     refused = wasmformer("run", str(prog), "--engine", engine)
-    assert_one_clean_line(refused, 2, "call of an imported function (a host call)")
     assert_one_clean_line(refused, 2, f"the {engine} engine cannot execute this program yet: pc ")
+    assert b"memory.fill" in refused.stderr
     assert wasmformer("run", str(prog)).returncode == 3  # the reference engine runs it
+
+
+def test_transformer_engine_runs_host_calls(tmp_path: Path) -> None:
+    prog = tmp_path / "write.wat"
+    prog.write_text(WRITE_AND_EXIT)
+    proc = wasmformer("run", str(prog), "--engine", "fast")
+    assert (proc.returncode, proc.stdout) == (7, b"hi\n"), proc.stderr
 
 
 @pytest.mark.parametrize("engine", ["torch", "fast"])

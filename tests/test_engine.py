@@ -6,8 +6,9 @@ machine.
   persistent instance (the default run: the short ones; all of them: slow);
 - through the public API on hand-written .wat: ``invoke(..., engine="torch")`` gives the
   reference engine's results, and its tokens are the token machine's;
-- refusals before any token (an instruction the graph does not cover, a host call, a stream
-  over the proven positions), the token budget, engines not mixed on one instance;
+- refusals before any token (an instruction the graph does not cover, a call of another
+  instance's function, a stream over the proven positions), the token budget, engines not
+  mixed on one instance (host calls: tests/test_host.py);
 - the fast engine (the fast decoder behind the same session) on every program, equal to the
   token machine and to the torch engine; its statistics (no scan, the certified margin);
 - the sparse fast path is bit-identical to the dense model; a saved model loads back
@@ -37,7 +38,7 @@ from wasmformer.engine import (  # noqa: E402
     universal_model,
 )
 from wasmformer.errors import BudgetExceeded, EngineRefusal, InputError  # noqa: E402
-from wasmformer.machine import Instance, TokenMachine  # noqa: E402
+from wasmformer.machine import Instance, Linker, TokenMachine  # noqa: E402
 from wasmformer.model import load_model, save_model  # noqa: E402
 from wasmformer.toolchain import program_bytes  # noqa: E402
 from wasmformer.wasm import load_module  # noqa: E402
@@ -183,9 +184,6 @@ MEMORY = """(module (memory 1) (func (export "f") (param i32) (result i32)
   (i32.store (local.get 0) (i32.const 7)) (i32.load (local.get 0))))"""
 FILL = """(module (memory 1) (func (export "f") (param i32)
   (memory.fill (local.get 0) (i32.const 7) (i32.const 3))))"""
-HOST_CALL = """(module
-  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
-  (func (export "_start") (call $exit (i32.const 3))))"""
 
 
 @pytest.mark.parametrize("engine", ["torch", "fast"])
@@ -207,9 +205,15 @@ def test_memory_through_the_torch_engine() -> None:
             assert torch_instance.invoke("f", [address], engine="torch") == want
 
 
-def test_refuses_a_host_call() -> None:
-    with pytest.raises(EngineRefusal, match="host call"):
-        wasmformer.run(HOST_CALL, engine="torch")
+def test_refuses_a_call_of_another_instances_function() -> None:
+    """Host calls run (tests/test_host.py); a function of another instance does not."""
+    linker = Linker()
+    linker.register("lib", machine_instance('(module (func (export "f") (param i32)))'))
+    user = Instance(load_module(program_bytes(
+        '(module (import "lib" "f" (func $f (param i32)))'
+        ' (func (export "_start") (call $f (i32.const 3))))').wasm), host=linker)
+    with pytest.raises(EngineRefusal, match="call of another instance's function"):
+        Session(user).invoke("_start")
 
 
 def test_refuses_a_stream_over_the_proven_positions() -> None:

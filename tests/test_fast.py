@@ -92,7 +92,7 @@ def test_caches_that_double_while_decoding_give_the_traces(compiled: bool, monke
     prompt, in generate's chunks and token by token)."""
     import wasmformer.engine.fast as fast
 
-    monkeypatch.setattr(fast, "_FIRST_CAPACITY", 64)
+    monkeypatch.setattr(fast, "START_CAPACITY", 64)
     decode_stream("exprs", compiled=compiled)
 
 

@@ -262,13 +262,11 @@ class Replayer:
                 return "exit"
             else:
                 break
+        # JUMP to the call's first `result` record; the results are those records' spans
+        self.expect([T("JUMP"), *vocab.le(self.pc + 1, 3)])
         for i, t in enumerate(ftype.results):
             self.frame.stack[base + i] = vocab.from_le(self.read(width(t)))
-        after = self.pc + 1
-        while self.code[after].op == "result":  # a call_indirect's records: not for a host
-            after += 1
-        self.expect([T("JUMP"), *vocab.le(after, 3)])
-        self.pc = after
+        self.pc += 1 + len(ftype.results)
         return None
 
     def ret(self, fi: FusedInstr) -> str | None:

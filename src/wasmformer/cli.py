@@ -106,7 +106,7 @@ def run(
         help="Executor: reference (the default: the reference machine; runs every program), "
              "torch (the universal transformer, KV cache) or fast (the same weights, "
              "hull-cached decoder). torch and fast refuse what their graph does not cover "
-             "yet (host calls, memory, long prompts: no C program so far)."),
+             "yet (division, memory.grow, long prompts: no C program so far)."),
     max_steps: int = MAX_STEPS_OPTION,
     max_tokens: int = MAX_TOKENS_OPTION,
     timeout: float = TIMEOUT_OPTION,

@@ -260,7 +260,7 @@ class _Decoder:
         self._host_call(step, fi, toks, base)
 
     def _host_call(self, step: dict, fi: FusedInstr, toks: list[int], base: int) -> None:
-        """Output, memory runs the host wrote, then EXIT, or the results and JUMP."""
+        """Output, memory runs the host wrote, then EXIT, or JUMP and the results."""
         step["kind"] = "host_call"
         if fi.op == "call":
             step["callee"] = fi.args[0]
@@ -283,9 +283,10 @@ class _Decoder:
                 return
             else:
                 break
-        for i, v in enumerate(_values(toks[at:], ftype.results)):
+        # JUMP to the call's first `result` record, then the results (those records' spans)
+        step["target"] = from_le(toks[at + 1:at + 4])
+        for i, v in enumerate(_values(toks[at + 4:], ftype.results)):
             self._push(step, base + i, ftype.results[i], v)
-        step["target"] = from_le(toks[-3:])
 
     def _return(self, step: dict, fi: FusedInstr, toks: list[int]) -> None:
         types = fi.out_types

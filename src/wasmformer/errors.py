@@ -72,8 +72,8 @@ class ModelNotProven(WasmformerError):
 
 class EngineRefusal(WasmformerError):
     """A transformer engine refuses, before it generates a token, a program or a stream it is
-    not proven to execute exactly: an instruction its graph does not cover (a host call among
-    them), or more positions than its model is proven for."""
+    not proven to execute exactly: an instruction its graph does not cover (division, a call of
+    another instance's function, ...), or more positions than its model is proven for."""
 
     exit_code = 2
 

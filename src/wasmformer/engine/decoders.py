@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import numpy as np
 import torch
 
 from ..model import Transformer
@@ -35,6 +36,12 @@ class Decoder(Protocol):
     def decode(self, tokens: list[int], limit: int, stops: frozenset[int]) -> list[int]: ...
 
     def truncate(self, length: int) -> None: ...
+
+    def rows(self, layer: int, head: int, score_row: int, value_rows: list[int], start: int,
+             stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """The cache's rows of one head (the torch module's numbering) for positions
+        start..stop-1: its key row ``score_row`` and its value rows ``value_rows``."""
+        ...
 
 
 class TorchDecoding:
@@ -62,6 +69,13 @@ class TorchDecoding:
     def truncate(self, length: int) -> None:
         """Forget the tokens from ``length`` on (the cache's later entries are overwritten)."""
         self.length = min(self.length, length)
+
+    def rows(self, layer: int, head: int, score_row: int, value_rows: list[int], start: int,
+             stop: int) -> tuple[np.ndarray, np.ndarray]:
+        cache = self.cache.layers[layer]
+        keys = cache.keys[0, head, start:stop, score_row]
+        values = cache.values[0, head, start:stop][:, value_rows]
+        return keys.cpu().numpy(), values.cpu().numpy()
 
     def _feed(self, tokens: list[int]) -> torch.Tensor:
         logits = None
@@ -103,6 +117,10 @@ class FastDecoding:
         """A hull only grows: going back means a fresh decoder (the session feeds again)."""
         if length < self.fast.length:
             self.fast = FastDecoder(self.model)
+
+    def rows(self, layer: int, head: int, score_row: int, value_rows: list[int], start: int,
+             stop: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.fast.rows(layer, head, score_row, value_rows, start, stop)
 
     @property
     def scans(self) -> int:

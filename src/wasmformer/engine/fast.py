@@ -63,6 +63,9 @@ class _Head:
     count: int = 0
     scans: int = 0  # queries answered by the full scan (the hull could not certify them)
     integer: bool = False  # the model's scores are int64 (``ModelConfig.score_dtype``)
+    index: int = -1  # the head's number in its layer of the torch module
+    score_rows: tuple[int, ...] = ()  # the module's query/key rows kept (the key columns)
+    value_rows: tuple[int, ...] = ()  # the module's value rows kept (the value columns)
 
     @property
     def is_mean(self) -> bool:
@@ -223,6 +226,22 @@ class FastDecoder:
         if self.state is not None:
             self.state = _grow_state(self.state, old, new)
         self.capacity = new
+
+    def rows(self, layer: int, head: int, score_row: int, value_rows: list[int], start: int,
+             stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Cached rows of the torch module's head ``head`` of ``layer`` for positions
+        start..stop-1: key row ``score_row`` (stop - start,) and ``value_rows``
+        (stop - start, len(value_rows)), as the head holds them."""
+        at = [h for layer_heads in self.layers for h in layer_heads.heads]
+        mine = next(h for h in self.layers[layer].heads if h.index == head)
+        kc = mine.score_rows.index(score_row)
+        vc = [mine.value_rows.index(r) for r in value_rows]
+        if self.state is None:
+            return mine.keys[start:stop, kc].copy(), mine.values[start:stop][:, vc]
+        g = at.index(mine)
+        dv, voff = int(self.state[8][g, 5]), int(self.state[8][g, 7])
+        values = self.state[10][voff + start * dv:voff + stop * dv].reshape(-1, dv)
+        return self.state[9][g, start:stop, kc].copy(), values[:, vc]
 
     @property
     def scans(self) -> int:
@@ -421,7 +440,8 @@ def _layer(block, cfg, capacity: int) -> _Layer:
         integer = cfg.score_dtype == "int64"
         hull = HullCache(tie=d == 3, integer_scores=integer) if d in (2, 3) else None
         head = _Head(bool(attn.strict[h]), q, k, v, o, np.zeros((capacity, d)),
-                     np.zeros((capacity, dv)), hull, integer=integer)
+                     np.zeros((capacity, dv)), hull, integer=integer, index=h,
+                     score_rows=tuple(used), value_rows=tuple(values))
         if d == 0:
             head.total = np.zeros(dv)
         heads.append(head)

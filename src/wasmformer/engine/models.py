@@ -28,8 +28,10 @@ from pathlib import Path
 
 import torch
 
-from ..compiler import compile_graph
+from ..compiler import CompiledModel, compile_graph
+from ..compiler.program import Head
 from ..errors import InputError, ModelNotProven
+from ..graph import Graph, Lookup
 from ..machine.prompt import VERSION as PROTOCOL_VERSION
 from ..model import NumericsError, Transformer, build_model, load_model, save_model
 from ..toolchain import cache_dir
@@ -45,7 +47,11 @@ SCORE_DTYPES = {"float64": "int64", "float32": "float32"}  # the attention score
 
 # The packages whose source determines the weights (the graph, its compiler, the model, and
 # the vocabulary and prompt layout the graph reads).
-_SOURCES = ("universal", "graph", "compiler", "model", "machine/vocab.py", "machine/prompt.py")
+_SOURCES = ("universal", "graph", "compiler", "model", "machine/vocab.py", "machine/prompt.py",
+            "engine/models.py")
+# The lookups whose cache rows an engine reads (engine/host.py: a host call's arguments and
+# memory), recorded in ``model.info["lookups"]`` by ``lookup_layout``.
+READ_LOOKUPS = ("stack_B", "mem_read", "depth", "call_site")
 
 
 _loaded: dict[tuple[int, str, str], Transformer] = {}  # (max_len, dtype, device)
@@ -80,8 +86,31 @@ def build_universal(limits: Limits, dtype: str = "float64") -> Transformer:
         model = build_model(compiled, DTYPES[dtype], score_dtype=SCORE_DTYPES[dtype])
     except NumericsError as exc:
         raise ModelNotProven(_one_line(dtype, limits.max_len, str(exc))) from None
+    model.info["lookups"] = lookup_layout(graph, compiled, READ_LOOKUPS)
     model.info["build_seconds"] = round(time.perf_counter() - start, 2)
     return model
+
+
+def lookup_layout(graph: Graph, compiled: CompiledModel, names: tuple[str, ...]
+                  ) -> dict[str, dict]:
+    """Where lookups ``names`` sit in the model: layer, head (the block's heads in program
+    order, as ``compiler.compiled`` places them), the key's lower bound (a head's first key
+    row holds key - lo: ``compiler.lower``) and the value row of each output ('key' for the
+    matched key, '0', '1', ... for the lookup's values)."""
+    lows = {op.name: int(op.key.range.lo) for op in graph.ops if isinstance(op, Lookup)}
+    heads_in: dict[int, int] = {}
+    layout = {}
+    for op, stage in zip(compiled.program.ops, compiled.schedule.stages, strict=True):
+        if not isinstance(op, Head):
+            continue
+        layer = (stage + 1) // 2 - 1
+        index = heads_in.get(layer, 0)
+        heads_in[layer] = index + 1
+        if op.name in names:
+            rows = {f.name.removeprefix(f"{op.name}."): i for i, f in enumerate(op.outputs)}
+            layout[op.name] = {"layer": layer, "head": index, "key_lo": lows[op.name],
+                               "values": rows}
+    return layout
 
 
 def _one_line(dtype: str, max_len: int, message: str) -> str:

@@ -35,16 +35,20 @@ from ..machine.detokenize import Outcome, detokenize, trap_message
 from ..machine.instance import Instance
 from ..machine.prompt import prompt_tokens
 from ..machine.reference import Deadline
+from ..machine.runtime import HostFunction
 from ..machine.tokens import TokenMachine
 from ..universal import supported
 from .coverage import Coverage
 from .decoders import Decoder, FastDecoding, TorchDecoding
+from .host import HostCalls, Splice
 from .models import BUCKETS, bucket_for, engine_limits, fast_model, universal_model
 
-HALT, EXIT, TRAP = vocab.tok("HALT"), vocab.tok("EXIT"), vocab.tok("TRAP")
+HALT, EXIT, TRAP, CALL = (vocab.tok(n) for n in ("HALT", "EXIT", "TRAP", "CALL"))
 ENDINGS = frozenset((HALT, EXIT, TRAP))
 OUTPUT = frozenset(range(vocab.STDOUT, vocab.NAMED))  # out:XX and err:XX
-STOPS = ENDINGS | OUTPUT  # a decode call returns at each of these (output is streamed)
+# A decode call returns at each of these: output is streamed, and a CALL may be a host call
+# (the engine splices it before the CALL enters the cache: host.py).
+STOPS = ENDINGS | OUTPUT | {CALL}
 ENGINES = ("torch", "fast")
 
 
@@ -87,14 +91,17 @@ class Session:
             raise InputError("the fast engine runs float64 on the CPU")
         self.dtype = dtype
         self.sparse = self.device == "cpu" if sparse is None else sparse
-        self.coverage = Coverage(self.fused, supported(self.fused))
+        self.coverage = Coverage(self.fused, supported(self.fused) + _host_problems(instance,
+                                                                                  self.fused))
         try:
             engine_limits(BUCKETS[-1]).check(self.fused, 0)
         except GraphError as exc:
             raise EngineRefusal(f"the {engine} engine cannot execute this program: {exc}") from None
         self.stream = prompt_tokens(instance, self.fused, self.machine.func_index)
         self.prompt_length = len(self.stream)
+        self.instance = instance
         self.decoder: Decoder | None = None
+        self.host: HostCalls | None = None  # made at the first host call (it reads the model)
         self.cut = ""  # why the stream can no longer continue (a budget stop)
 
     def rewind(self) -> None:
@@ -105,6 +112,8 @@ class Session:
         del self.stream[self.prompt_length:]
         if self.decoder is not None:
             self.decoder.truncate(self.prompt_length)
+        if self.host is not None:
+            self.host.view.reset()
         self.cut = ""
 
     @property
@@ -150,7 +159,8 @@ class Session:
             outcome.trap = trap_message(outcome.trap, self.fused.code)
         end = time.perf_counter()
         first = run.first_at or end
-        return Invocation(tokens, len(generated), outcome, first - start, end - first)
+        return Invocation(tokens, len(generated) - run.spliced, outcome, first - start,
+                          end - first)
 
     def _check_room(self, header: int, max_tokens: int | None) -> None:
         """Refuse a stream that cannot fit the largest proven bucket."""
@@ -163,6 +173,17 @@ class Session:
                     + (f", token budget {max_tokens:,}" if max_tokens else ""))
             raise EngineRefusal(f"the stream needs {need:,} positions ({what}); the universal "
                                 f"model is proven exact for at most {BUCKETS[-1]:,}")
+
+    def host_call(self) -> Splice | None:
+        """The model just wrote a CALL (not yet in the cache): if it starts a host call, the
+        tokens that replace it (host.py), else None."""
+        decoder = self.decoder
+        assert decoder is not None and decoder.length == len(self.stream) - 1
+        if self.host is None:
+            code_start = self.stream.index(vocab.tok("CODE")) + 4  # section token, count(3)
+            self.host = HostCalls(self.instance, self.fused, self.machine, code_start,
+                                  decoder.model.info.get("lookups", {}))
+        return self.host.splice(decoder)
 
     def stop(self, message: str) -> None:
         self.cut = message
@@ -198,6 +219,22 @@ class Session:
 TorchSession = Session  # its first name: the torch engine's session
 
 
+def _host_problems(instance: Instance, fused) -> list[str]:
+    """Imports the engine cannot call (coverage's form: ``pc N: ...``): a function of
+    another instance (its code is not in this prompt), and any function a ``call_indirect``
+    could reach through a table (the engine splices direct calls of imports only)."""
+    imported = fused.program.module.num_imported_funcs
+    in_tables = any(isinstance(e, HostFunction) for t in instance.tables for e in t.elems)
+    problems = []
+    for pc, fi in enumerate(fused.code):
+        if (fi.op == "call" and fi.args[0] < imported
+                and not isinstance(instance.functions[fi.args[0]], HostFunction)):
+            problems.append(f"pc {pc}: call of another instance's function")
+        elif fi.op == "call_indirect" and in_tables:
+            problems.append(f"pc {pc}: call_indirect with a host function in a table")
+    return problems
+
+
 class _Run:
     """One invocation's generation: decode calls up to the ending and its payload, with the
     token budget and the deadline checked between calls and output streamed."""
@@ -209,19 +246,36 @@ class _Run:
         self.deadline = deadline
         self.on_output = on_output
         self.generated: list[int] = []
+        self.spliced = 0  # tokens the engine wrote for host calls (the rest: the model's)
         self.first_at: float | None = None
 
     def until_the_end(self) -> list[int]:
         """Generate up to an ending marker, then its payload (EXIT: 4 bytes; TRAP: the
-        reason, then the reason's own payload)."""
+        reason, then the reason's own payload); host calls are spliced on the way."""
         while not self.generated or self.generated[-1] not in ENDINGS:
             self._more(1 << 30, STOPS)
+            if self.generated[-1] == CALL and self._splice():
+                return self.generated
         if self.generated[-1] == EXIT:
             self._exactly(4)
         elif self.generated[-1] == TRAP:
             self._exactly(1)
             self._exactly(vocab.trap_payload(self.generated[-1]))
         return self.generated
+
+    def _splice(self) -> bool:
+        """At a CALL: if it starts a host call, replace it by the host call's tokens
+        (streaming their output). Returns True when they end the invocation."""
+        splice = self.session.host_call()
+        if splice is None:
+            return False
+        self.session.stream.pop()  # the model's CALL: never fed to the cache
+        self.generated.pop()
+        self.session.stream.extend(splice.tokens)
+        self.generated.extend(splice.tokens)
+        self.spliced += len(splice.tokens) - 1
+        self._emit(splice.tokens)
+        return splice.ends
 
     def _exactly(self, count: int) -> None:
         while count > 0:
@@ -242,9 +296,14 @@ class _Run:
         if self.first_at is None:
             self.first_at = time.perf_counter()
         self.generated.extend(new)
-        if self.on_output is not None:
-            for token in new:
-                if token in OUTPUT:
-                    fd = 1 if token < vocab.STDERR else 2
-                    self.on_output(fd, bytes([token - (vocab.STDOUT if fd == 1 else vocab.STDERR)]))
+        self._emit(new)
         return new
+
+    def _emit(self, tokens: list[int]) -> None:
+        """Hand output tokens to the caller as they come."""
+        if self.on_output is None:
+            return
+        for token in tokens:
+            if token in OUTPUT:
+                fd = 1 if token < vocab.STDERR else 2
+                self.on_output(fd, bytes([token - (vocab.STDOUT if fd == 1 else vocab.STDERR)]))

@@ -21,9 +21,9 @@ Each function's records begin with one ``param k`` record per parameter
 (no machine pc, no fuel): a call's header carries the arguments' bytes, and
 these records describe them as the static tokens of instructions that set
 locals 0..n-1, so that the C(pc) rule covers them like any other tokens.
-Likewise one ``result j`` record per result follows every call into the
-program: a return's header carries the results' bytes, the spans of these
-records, which push them on the caller's stack.
+Likewise one ``result j`` record per result follows every call: a return's
+header (or a host call's ``JUMP``) carries the results' bytes, the spans of
+these records, which push them on the caller's stack.
 
 Nothing here executes anything: this is a static re-description of the
 program. Every fused instruction also carries its static operand-stack
@@ -326,12 +326,10 @@ def _param(k: int, n: int, valtype: str, func: int) -> FusedInstr:
 
 def _results(program: Program, ins: MInstr, stack: list[str] | None, func: int
              ) -> list[FusedInstr]:
-    """The ``result`` records after a call into the program: result j's tokens are its bytes
-    in a RET header, pushed at the caller's height; the callee left it ``args`` slots below
-    its top. (A host call's results precede its JUMP, which lands after these records.)"""
+    """The ``result`` records after a call: result j's tokens are its bytes after a RET
+    header (or a host call's ``JUMP`` to the first record), pushed at the caller's height;
+    a callee in the program left it ``args`` slots below its top."""
     module = program.module
-    if ins.op == "call" and ins.args[0] < module.num_imported_funcs:
-        return []
     if ins.op not in ("call", "call_indirect"):
         return []
     ftype = module.func_types[ins.args[0]] if ins.op == "call" else module.types[ins.args[0]]

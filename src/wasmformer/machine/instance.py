@@ -84,6 +84,7 @@ class Instance:
                  limits: HostLimits = HostLimits(), max_steps: int | None = None,
                  deadline: Deadline | None = None):
         self.module = module
+        self.host = host  # what resolved the imports (an engine's host calls use it)
         self.program = lower(module)
         self.limits = limits
         self.deadline = deadline  # the wall-clock budget of every run without its own

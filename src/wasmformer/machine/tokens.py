@@ -158,7 +158,7 @@ class TokenMachine:
             self._close(self._halt(trace.results, callee.results))
             trace.outcome = "halt"
         except ProcExit as e:
-            self._close([*self.outputs, EXIT, *le(e.code & 0xFFFF_FFFF, 4)])
+            self._close(exit_tokens(self.outputs, e.code))
             trace.outcome, trace.exit_code = "exit", e.code
         except Trap as e:
             self._close(trap_tokens(e.reason, max(self.cur, 0)))
@@ -194,8 +194,13 @@ class TokenMachine:
     def _halt(self, results: list, types: tuple[str, ...]) -> list[int]:
         out: list[int] = []
         for v, t in zip(results, types, strict=True):
-            out += self._value(self._encode_arg(v, t), t)
+            out += self.value_tokens(v, t)
         return out + [HALT]
+
+    def value_tokens(self, v: Any, t: str) -> list[int]:
+        """The byte tokens of value ``v`` of type ``t`` (a signed int is taken modulo its
+        width): a result or an argument as the trace writes it."""
+        return list(self._value(self._encode_arg(v, t), t))
 
     def _close(self, tokens: list[int]) -> None:
         """End the trace: the current step's tokens are ``tokens``; its fuel is the rest."""
@@ -342,13 +347,13 @@ class TokenMachine:
             for v, t in zip(locs, callee.params, strict=False):
                 out += self._value(v, t)
             return
-        # A host call (or a call into another instance): what it printed, wrote and returned.
-        out += self.outputs
-        self.outputs.clear()
-        self._memory_writes(self.note)
+        # A host call (or a call into another instance): what it printed and wrote, then a
+        # JUMP to the call's first `result` record and the results as those records' spans.
         ftype = self._host_type(fi)
-        self._values(stack, ftype)
-        out += [JUMP, *le(self.fused_pc[pc], PC_BYTES)]
+        results = stack[len(stack) - len(ftype):]
+        out += host_call_tokens(self.outputs, self.note, self._memory_now(), self.cur + 1,
+                                [self._value(v, t) for v, t in zip(results, ftype, strict=True)])
+        self.outputs.clear()
 
     def _host_type(self, fi: FusedInstr) -> tuple[str, ...]:
         module = self.fused.program.module
@@ -356,28 +361,9 @@ class TokenMachine:
         ftype = module.func_types[ins.args[0]] if ins.op == "call" else module.types[ins.args[0]]
         return tuple(ftype.results)
 
-    def _memory_writes(self, before: bytes) -> None:
-        """MEM records for the bytes a host call changed, in address order."""
+    def _memory_now(self) -> bytes:
         mem = self.instance.memory
-        after = bytes(mem.data) if mem is not None else b""
-        if after == before:
-            return
-        out, n, i = self.trace.tokens, len(after), 0
-        chunk = 4096
-        while i < n:
-            if after[i:i + chunk] == before[i:i + chunk]:
-                i += chunk
-                continue
-            end = min(i + chunk, n)
-            while i < end:
-                if i < len(before) and after[i] == before[i]:
-                    i += 1
-                    continue
-                j = i
-                while j < n and j - i < MEM_RUN and (j >= len(before) or after[j] != before[j]):
-                    j += 1
-                out += [MEM, *le(i, 4), *le(j - i, 2), *after[i:j]]
-                i = j
+        return bytes(mem.data) if mem is not None else b""
 
     def _values(self, stack: list, types: tuple[str, ...]) -> None:
         out = self.trace.tokens
@@ -396,6 +382,46 @@ class TokenMachine:
         if isinstance(v, ExternRef):
             return (v.value + 1) & 0xFFFF_FFFF if isinstance(v.value, int) else 0xFFFF_FFFF
         return self.func_index.get(id(v), 0xFFFF_FFFE) + 1
+
+
+def host_call_tokens(output: Sequence[int], before: bytes, after: bytes, first_result: int,
+                     results: Sequence[Sequence[int]]) -> list[int]:
+    """A host call's tokens (docs/PROTOCOL.md): the output tokens it wrote, a ``MEM`` run for
+    each run of memory bytes it changed (``before`` -> ``after``), ``JUMP`` to the call's
+    first ``result`` record (``first_result``: the call's fused pc + 1), then each result's
+    bytes (the spans of those records, as after a ``RET``). An engine splices these."""
+    return [*output, *memory_runs(before, after), JUMP, *le(first_result, PC_BYTES),
+            *(b for r in results for b in r)]
+
+
+def exit_tokens(output: Sequence[int], code: int) -> list[int]:
+    """``proc_exit``'s tokens: the output it wrote, then ``EXIT`` and the code (4 bytes)."""
+    return [*output, EXIT, *le(code & 0xFFFF_FFFF, 4)]
+
+
+def memory_runs(before: bytes, after: bytes) -> list[int]:
+    """``MEM address(4) n(2)`` + n bytes for each run of bytes that differ, in address order
+    (bytes past ``before``'s end count as changed; a run holds at most ``MEM_RUN`` bytes)."""
+    out: list[int] = []
+    if after == before:
+        return out
+    n, i = len(after), 0
+    chunk = 4096
+    while i < n:
+        if after[i:i + chunk] == before[i:i + chunk]:
+            i += chunk
+            continue
+        end = min(i + chunk, n)
+        while i < end:
+            if i < len(before) and after[i] == before[i]:
+                i += 1
+                continue
+            j = i
+            while j < n and j - i < MEM_RUN and (j >= len(before) or after[j] != before[j]):
+                j += 1
+            out += [MEM, *le(i, 4), *le(j - i, 2), *after[i:j]]
+            i = j
+    return out
 
 
 def trace(instance: Instance, name: str = "_start", args: Sequence[Any] = (), *,

@@ -23,7 +23,7 @@ CONTROL_OPS = ("param", "result", "copy", "select", "br", "br_if", "br_unless", 
                "return")
 FLAGS = ("JUMP", "CALL", "RET", "CODE", "FUNCS", "SRC_STACK", "SRC_LOCAL", "SRC_CONST",
          "DST_PUSH", "DST_SET", "DST_TEE", "MEM", "GLOBALS", "MEMORY", "TRAP", "JTAB",
-         "TABLES", "ELEMS")
+         "TABLES", "ELEMS", "EXIT")
 
 
 def op_id(op: str) -> int:
@@ -72,7 +72,7 @@ class TokenFeatures:
     a_sized_by_w: Node  # on OP:<op>: 1 when slot A's size is the record's W (select)
     sized_by_w: Node  # on OP:<op>: 1 when slot B's size is the record's W (copy, return, ...)
     deep: Node  # on OP:<op>: 1 when it pops an operand below slots A and B (select)
-    extra: dict[str, Node]  # is_byte, and memops.OP_COLUMNS (memory and global ops)
+    extra: dict[str, Node]  # is_byte, is_output (out:XX, err:XX), memops.OP_COLUMNS
     indirect: Node  # 1 on OP:call_indirect (its arguments sit below the table index)
 
     def named(self, name: str) -> Node:
@@ -110,6 +110,7 @@ def token_features(g: Graph) -> TokenFeatures:
         sized_by_w=column("sized_by_w", lambda t: int(t in ops and operand_bytes(ops[t])[1] < 0)),
         deep=column("deep", lambda t: int(t in ops and ops[t] == "select")),
         extra={"is_byte": column("is_byte", lambda t: int(vocab.is_byte(t))),
+               "is_output": column("is_output", lambda t: int(vocab.STDOUT <= t < vocab.NAMED)),
                **{name: column(name, lambda t, f=f: f(ops[t]) if t in ops else 0)
                   for name, f in MEMORY_OP_COLUMNS.items()}},
         indirect=column("indirect", lambda t: int(t in ops and ops[t] == "call_indirect")),

@@ -32,7 +32,7 @@ from wasmformer.graph.output import emit_token_id
 from wasmformer.machine import vocab
 from wasmformer.machine.fuse import FusedProgram
 
-from . import branch_table, indirect, results, traps
+from . import branch_table, host, indirect, results, traps
 from .calls import call_info
 from .emit import Decoded, next_token
 from .features import CONTROL_OPS, op_id, token_features
@@ -41,7 +41,7 @@ from .limits import Limits
 from .locate import anchor_window_needs, fetch_record, find_anchor, header_offsets
 from .memops import MEMORY_OPS
 from .memory import CUR_FIELDS as MEMORY_CUR_FIELDS
-from .memory import memory, memory_window_needs
+from .memory import memory, memory_window_needs, run_bytes
 from .record import SIZE, window_needs
 from .state import assemble, assemble_stack, read_state, write_keys
 from .window import Window
@@ -59,14 +59,18 @@ def build_universal_graph(limits: Limits | None = None) -> tuple[Graph, dict]:
     tokens = token_features(g)
     needs: dict[int, set[str]] = {}
     for part in (anchor_window_needs(), window_needs(NEXT_FIELDS), window_needs(CUR_FIELDS),
-                 memory_window_needs(), traps.window_needs()):
+                 memory_window_needs(), traps.window_needs(), host.window_needs()):
         for d, names in part.items():
             needs.setdefault(d, set()).update(names)
     window = Window(g, tokens, needs)
     anchor = find_anchor(g, window, limits)
     payload_offset, in_payload, this_in_header = header_offsets(window)
     trap_offset, in_trap, this_in_trap = traps.offsets(window)
-    in_payload, this_in_header = in_payload + in_trap, this_in_header + this_in_trap
+    run = run_bytes(g, window)
+    # a host call's spliced tokens write no state before its JUMP re-anchors (host.py)
+    spliced = host.spliced(g, window, run[1])
+    in_payload = in_payload + in_trap
+    this_in_header = this_in_header + this_in_trap + spliced
     p = g.position()
     x_next = anchor.target_c + p - anchor.end - payload_offset - trap_offset
     x_cur = anchor.target_c + p - anchor.end - 1
@@ -95,7 +99,7 @@ def build_universal_graph(limits: Limits | None = None) -> tuple[Graph, dict]:
     calls = call_info(g, window, nxt, keys, anchor, as_linear(wide_by_w), limits)
     body = 1 - in_payload
     mem = memory(g, window, anchor, nxt, cur, reads, keys, x_cur, this_in_header, sel, body, b,
-                 limits)
+                 limits, run)
     glob = globals_(g, window, anchor, nxt, cur, x_cur, this_in_header, sel, body, b, limits)
     table_call = indirect.call_indirect(g, window, nxt, ops, b, reads.stack["B"], anchor,
                                         limits.max_depth)
@@ -125,7 +129,7 @@ def build_universal_graph(limits: Limits | None = None) -> tuple[Graph, dict]:
                     *indirect.OPS),
             "x_cur": x_cur, "next_token": out, "keys": keys, "anchor": anchor,
             "operands": (a, b), "trap_sources": trapping, "traps": dict(trapping.conditions),
-            "memory": mem, "globals": glob}
+            "memory": mem, "globals": glob, "spliced": spliced}
     return g, info
 
 
@@ -134,13 +138,10 @@ def supported(fused: FusedProgram, limits: Limits | None = None) -> list[str]:
     limits = limits or Limits()
     known = {*limits.ops, *CONTROL_OPS, *MEMORY_OPS, *traps.OPS, *branch_table.OPS,
              *indirect.OPS}
-    imported = fused.program.module.num_imported_funcs
-    problems = []
+    problems = []  # (a call of an import is a host call: an engine splices it, host.py)
     for pc, fi in enumerate(fused.code):
         if fi.op not in known:
             problems.append(f"pc {pc}: {fi.op}")
-        elif fi.op == "call" and fi.args[0] < imported:
-            problems.append(f"pc {pc}: call of an imported function (a host call)")
         elif fi.op in ("br", "br_if") and fi.args[1] and fi.args[2]:
             problems.append(f"pc {pc}: {fi.op} moving {fi.args[1]} kept values")
         elif fi.op == "br_table" and any(k and d for _, k, d in (*fi.args[0], fi.args[1])):

@@ -83,9 +83,11 @@ class Memory:
 
 def memory(g: Graph, window: Window, anchor: Anchor, nxt: Record, cur: Record,
            reads: Reads, keys: WriteKeys, x_cur: Linear, this_in_header: Linear,
-           sel: Sequence[Node], body: Linear, b: Operand, limits: Limits) -> Memory:
+           sel: Sequence[Node], body: Linear, b: Operand, limits: Limits,
+           run: tuple[Linear, Node] | None = None) -> Memory:
     """``sel``: the next token's offset flags; ``b``: the next instruction's operand B
-    (a store's value); ``keys``: the stack/local write keys (to read a store's address)."""
+    (a store's value); ``keys``: the stack/local write keys (to read a store's address);
+    ``run``: ``run_bytes``'s result when the caller already made it."""
     bits = limits.mem_bits
     invalid = 2 ** (bits + 1) + 8  # beyond every address + offset + 7
     is_load, is_store = nxt.flag("op", "is_load"), nxt.flag("op", "is_store")
@@ -101,7 +103,7 @@ def memory(g: Graph, window: Window, anchor: Anchor, nxt: Record, cur: Record,
                   + _gated(store_src, is_store, _high(bits)), 0, ADDRESS_BITS)
 
     # this position's key: a run byte, a store's byte, or INVALID
-    run_address, in_run = _run(g, window)
+    run_address, in_run = run if run is not None else run_bytes(g, window)
     valid_store = (cur.flag("op", "is_store") + window.at(0, "is_byte") + anchor.present
                    - this_in_header - 2)
     stored = _cur_sources(g, window, anchor, cur, keys)
@@ -217,7 +219,7 @@ def _cur_sources(g: Graph, window: Window, anchor: Anchor, cur: Record,
                    _hit(g, "mem.cur_A", read, anchor.frame))
 
 
-def _run(g: Graph, window: Window) -> tuple[Linear, Node]:
+def run_bytes(g: Graph, window: Window) -> tuple[Linear, Node]:
     """(address + o, 1 when this position is byte o of a memory run)."""
     p = g.position()
     marker = as_linear(g.lookup("mem_run", query=1, key=window.tokens.flag["MEM"],
