@@ -1,6 +1,7 @@
-"""Division across trace tokens (universal/stages.py): every div/rem op's graph generates its
-stage tokens and result exactly as the token machine writes them (semantics.division_stages),
-on edge and random operands from locals and from the stack, traps included."""
+"""Division across trace tokens (universal/stages.py): the stage tokens define the division
+(semantics.division_stages), and every div/rem op's graph generates them and the result
+exactly as the token machine writes them, on edge and random operands from locals and from
+the stack, traps included (slow: the exact evaluator)."""
 
 from __future__ import annotations
 
@@ -84,9 +85,12 @@ def test_stages_define_the_division() -> None:
                 assert want == (x % y if "rem" in op else x // y)
 
 
+@pytest.mark.slow  # the exact evaluator: 2-4 minutes per op on a loaded 2-core machine
 @pytest.mark.parametrize("op", DIVISION_OPS)
 def test_division_op_evaluator(op: str) -> None:
-    """The exact graph evaluator generates every stage token and the result (or the trap)."""
+    """The exact graph evaluator generates every stage token and the result (or the trap);
+    the default run's check is the compiled model: tests/test_engine.py
+    ::test_division_through_the_engine."""
     cases = 6 if op.startswith("i32") else 3
     s = division_stream(op, cases, seed=len(op))
     assert not supported(s.fused, Limits(max_len=MAX_LEN, ops=(op,)))
