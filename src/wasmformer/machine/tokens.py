@@ -12,7 +12,8 @@ WASI host's callbacks, host memory writes by comparing memory around the
 host call. The operand values it reads *before* an instruction are only
 those that say where to look afterwards (a store's base address, a
 conditional branch's condition, a ``br_table`` index, a bulk operation's
-destination and length).
+destination and length), and a division's operands, whose
+``semantics.division_stages`` are the stage tokens written before its result.
 """
 
 from __future__ import annotations
