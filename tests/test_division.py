@@ -102,3 +102,20 @@ def test_division_op_evaluator(op: str) -> None:
     stage_tokens = sum(vocab.stage_byte(x) is not None for t in completed for x in t.tokens)
     assert stage_tokens == len(completed) * division_stage_count(op)
     assert generated >= stage_tokens
+
+
+@pytest.mark.slow
+def test_division_results_set_and_tee_locals() -> None:
+    """A division's value set or teed into a local, read back after other locals were
+    written: only the result's last byte is a write (stage tokens carry no keys), at depth 1."""
+    wat = """(module
+      (func $f (param $a i64) (param $b i64) (result i64) (local $q i64) (local $r i64)
+        (local.set $r (i64.const 5))
+        (local.set $q (i64.div_u (local.get $a) (local.get $b)))
+        (i64.add (i64.add (local.get $q) (local.get $r))
+                 (local.tee $r (i64.rem_s (local.get $a) (local.get $b)))))
+      (func (export "g") (param i64 i64) (result i64) (call $f (local.get 0) (local.get 1))))"""
+    s = make_stream("set_tee", wat, [("g", [1000, 7]), ("g", [-(1 << 40) - 3, 1 << 20])])
+    g = build_universal_graph(Limits(max_len=MAX_LEN, ops=("i64.add", "i64.div_u",
+                                                             "i64.rem_s")))[0]
+    assert check_evaluator(g, s) > 2 * 2 * division_stage_count("i64.div_u")
