@@ -51,6 +51,7 @@ def division_stream(op: str, cases: int, seed: int) -> Stream:
     rng = random.Random(seed)
     pairs = edge_pairs(bits)
     rng.shuffle(pairs)
+    pairs.insert(1, (5, 0))  # a trap among the first cases (the stream goes on after it)
     while len(pairs) < cases:
         pairs.append((rng.getrandbits(bits), rng.getrandbits(rng.randint(1, bits)) or 1))
     calls = [("ll" if i % 2 == 0 else "ss", [to_signed(a, bits), to_signed(b, bits)])
