@@ -276,3 +276,30 @@ def test_stops_where_the_proven_positions_end(model, monkeypatch, engine: str) -
     with pytest.raises(BudgetExceeded, match="the stream reached 2,049 tokens, more than the "
                                              "2,048 positions the universal model is proven"):
         inst.invoke("f", [1], engine=engine)
+
+
+# --- division: its stage tokens through the compiled model ---
+
+DIVIDE = """(module
+  (func (export "i32") (param $a i32) (param $b i32) (result i32)
+    (i32.add (i32.div_s (local.get $a) (local.get $b)) (i32.rem_u (local.get $a) (local.get $b))))
+  (func (export "i64") (param $a i64) (param $b i64) (result i64)
+    (i64.xor (i64.rem_s (local.get $a) (local.get $b)) (i64.div_u (local.get $a) (local.get $b)))))"""
+DIVIDE_CALLS = [("i32", [-100, 7]), ("i32", [5, 0]), ("i64", [-(10 ** 15) - 7, 12345]),
+                ("i32", [-(1 << 31), -1]), ("i64", [1 << 63, 3])]
+
+
+@pytest.mark.parametrize("engine", ["torch", "fast"])
+def test_division_through_the_engine(model, engine: str) -> None:
+    """Signed and unsigned division of both widths, and its traps: the engine's tokens are
+    the token machine's (stage tokens included), its results the reference engine's."""
+    inst, ref = wasmformer.load(DIVIDE), wasmformer.load(DIVIDE)
+    machine = TokenMachine(machine_instance(DIVIDE))
+    for export, args in DIVIDE_CALLS:
+        got = inst.invoke_tokens(export, args, engine=engine)
+        want = machine.invoke(export, args)
+        assert got.tokens == want.tokens, f"{export}{tuple(args)}"
+        try:
+            assert got.outcome.results == ref.invoke(export, args)
+        except wasmformer.Trap as exc:
+            assert got.outcome.trap == exc.reason

@@ -20,7 +20,15 @@ from wasmformer.errors import Trap
 from wasmformer.machine import vocab
 from wasmformer.machine.fuse import LOCAL, PUSH, SET, TEE, FusedInstr, FusedProgram, width
 from wasmformer.machine.runtime import Memory
-from wasmformer.machine.semantics import LOADS, NUMERIC, STORES, effective_address, store_bits
+from wasmformer.machine.semantics import (
+    DIVISION_OPS,
+    LOADS,
+    NUMERIC,
+    STORES,
+    division_stages,
+    effective_address,
+    store_bits,
+)
 from wasmformer.machine.tokens import TokenMachine
 
 T = vocab.tok
@@ -125,6 +133,8 @@ class Replayer:
         if op in NUMERIC or op in LOADS or op in ("copy", "select", "global.get", "memory.size",
                                                    "memory.grow", *REF_VALUE_OPS):
             v = self.value_op(fi)
+            if op in DIVISION_OPS:  # a division's stage tokens come first
+                self.expect(vocab.stage(division_stages(op, *self.operands(fi))))
             self.expect(list(v.to_bytes(width(fi.out_types[0]), "little")))
             self.write(fi, v)
             self.pc += 1

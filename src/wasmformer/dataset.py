@@ -31,6 +31,7 @@ from .machine.tokens import (
     K_BR_TABLE,
     K_CALL,
     K_COND,
+    K_DIVIDE,
     K_GLOBAL_SET,
     K_JUMP,
     K_MEM_BULK,
@@ -198,6 +199,8 @@ class _Decoder:
         kind = _kind(fi)
         if kind == K_VALUE:
             self._value(step, fi, toks)
+        elif kind == K_DIVIDE:  # the stage tokens are work, not state: the value follows them
+            self._value(step, fi, toks[-width(fi.out_types[0]):])
         elif kind == K_STORE:
             base = self._operands(fi)[0]
             address = _address(base, fi.args[0])

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 from ..wasm.opcodes import OPS_BY_NAME
 from .program import MInstr, Program
-from .semantics import LOADS, NUMERIC, STORES
+from .semantics import DIVISION_OPS, LOADS, NUMERIC, STORES, division_stage_count
 
 # Operand modes and destination modes.
 STACK, LOCAL, CONST = "stack", "local", "const"
@@ -450,6 +450,8 @@ def _length(op: str, out_types: tuple[str, ...]) -> int | None:
         return 1  # STEP
     if op in STORES:
         return STORES[op]
+    if op in DIVISION_OPS:  # its stage tokens, then the result (semantics.division_stages)
+        return division_stage_count(op) + sum(width(t) for t in out_types)
     return sum(width(t) for t in out_types)
 
 

@@ -131,6 +131,39 @@ def _int_family(t: str) -> dict[str, Callable[..., int]]:
     return {f"{t}.{name}": fn for name, fn in ops.items()}
 
 
+# The division instructions: their trace carries the work of a long division (below).
+DIVISION_OPS = tuple(f"{t}.{k}" for t in BITS for k in ("div_s", "div_u", "rem_s", "rem_u"))
+
+
+def division_stage_count(op: str) -> int:
+    """How many stage tokens a division ``op`` emits before its result (docs/PROTOCOL.md):
+    one stage per quotient nibble, each a digit and the remainder's bytes."""
+    n = BITS[op[:3]]
+    return (n // 4) * (n // 8 + 1)
+
+
+def division_stages(op: str, a: int, b: int) -> list[int]:
+    """The stage bytes (0..255) a division ``op`` of the unsigned operands ``a``, ``b`` emits
+    before its result, when it does not trap: restoring long division of |a| by |b| in
+    radix 16, most significant nibble first. Stage s (s = 0 .. 2n - 1 for n-byte operands)
+    takes the remainder R so far (R < |b|), brings in nibble 2n - 1 - s of |a|:
+    X = 16 R + nibble; its digit is d = X // |b| (0..15) and R becomes X - d |b|. The stage
+    writes d, then R's n bytes little-endian. So the quotient's nibbles are the digits, and
+    the last stage's R is the remainder's magnitude. A width-sized amount of work: 2n stages.
+    """
+    bits = BITS[op[:3]]
+    if op.endswith("_s"):
+        a, b = abs(to_signed(a, bits)), abs(to_signed(b, bits))
+    out: list[int] = []
+    r = 0
+    for s in range(bits // 4):
+        x = 16 * r + ((a >> (bits - 4 - 4 * s)) & 15)
+        d, r = divmod(x, b)
+        out.append(d)
+        out += r.to_bytes(bits // 8, "little")
+    return out
+
+
 def _conversions() -> dict[str, Callable[[int], int]]:
     """Width changes and the in-place sign-extension instructions."""
     return {

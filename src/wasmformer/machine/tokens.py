@@ -12,7 +12,8 @@ WASI host's callbacks, host memory writes by comparing memory around the
 host call. The operand values it reads *before* an instruction are only
 those that say where to look afterwards (a store's base address, a
 conditional branch's condition, a ``br_table`` index, a bulk operation's
-destination and length).
+destination and length), and a division's operands, whose
+``semantics.division_stages`` are the stage tokens written before its result.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from ..errors import BudgetExceeded, LinkError, Trap
 from .fuse import SET, FusedFunc, FusedInstr, FusedProgram, fuse, width
 from .instance import Instance
 from .runtime import ExternRef, WasmFunction
-from .semantics import LOADS, STORES, effective_address
-from .vocab import le, output, tok, trap_tokens
+from .semantics import DIVISION_OPS, LOADS, STORES, division_stages, effective_address
+from .vocab import le, output, stage, tok, trap_tokens
 from .wasi import ProcExit, WasiHost
 
 NT, JUMP, CALL, RET, EXIT, HALT, MEM, STEP = (
@@ -39,10 +40,10 @@ MEM_RUN = 0xFFFF  # the longest run one MEM record carries
 
 # What an executed fused instruction writes, by kind (one int per fused pc, for speed).
 (K_VALUE, K_STORE, K_GLOBAL_SET, K_COND, K_BR, K_BR_TABLE, K_JUMP, K_CALL, K_RETURN,
- K_MEM_BULK, K_TABLE_SET, K_TABLE_BULK, K_TABLE_GROW, K_STEP, K_TRAPS) = range(15)
+ K_MEM_BULK, K_TABLE_SET, K_TABLE_BULK, K_TABLE_GROW, K_STEP, K_TRAPS, K_DIVIDE) = range(16)
 # What to note before a machine instruction runs.
 (R_NONE, R_COND_IF, R_COND_UNLESS, R_INDEX, R_STORE, R_CALL, R_CALL_INDIRECT, R_DEST_LEN,
- R_TABLE_SET, R_TABLE_GROW) = range(10)
+ R_TABLE_SET, R_TABLE_GROW, R_DIVIDE) = range(11)
 
 _KINDS = {"global.set": K_GLOBAL_SET, "br_if": K_COND, "br_unless": K_COND, "br": K_BR,
           "br_table": K_BR_TABLE, "jump": K_JUMP, "call": K_CALL, "call_indirect": K_CALL,
@@ -55,7 +56,7 @@ _ROLES = {"br_if": R_COND_IF, "br_unless": R_COND_UNLESS, "br_table": R_INDEX,
           "call": R_CALL, "call_indirect": R_CALL_INDIRECT, "memory.fill": R_DEST_LEN,
           "memory.copy": R_DEST_LEN, "memory.init": R_DEST_LEN, "table.fill": R_DEST_LEN,
           "table.copy": R_DEST_LEN, "table.init": R_DEST_LEN, "table.set": R_TABLE_SET,
-          "table.grow": R_TABLE_GROW}
+          "table.grow": R_TABLE_GROW, **dict.fromkeys(DIVISION_OPS, R_DIVIDE)}
 
 
 def _kind(fi: FusedInstr) -> int:
@@ -63,6 +64,8 @@ def _kind(fi: FusedInstr) -> int:
         return _KINDS[fi.op]
     if fi.op in STORES:
         return K_STORE
+    if fi.op in DIVISION_OPS:
+        return K_DIVIDE  # its stage tokens, then its result
     assert fi.dst != "none", f"{fi.op} has no destination"
     return K_VALUE  # copies, numeric ops, loads and the other ops that push one value
 
@@ -253,6 +256,8 @@ class TokenMachine:
             self.note = stack[-1]
         elif role == R_STORE or role == R_TABLE_SET:
             self.note = stack[-2]
+        elif role == R_DIVIDE:
+            self.note = (stack[-2], stack[-1])
         elif role == R_DEST_LEN:
             self.note = (stack[-3], stack[-1])
         elif role == R_CALL:
@@ -304,6 +309,10 @@ class TokenMachine:
             self._values(stack, fi.out_types)
         elif kind == K_GLOBAL_SET:
             out += self._value(self.instance.globals[fi.args[0]].value, fi.out_types[0])
+        elif kind == K_DIVIDE:  # the long division's stages, then the result
+            out += stage(division_stages(fi.op, *self.note))
+            v = locs[fi.dst_local] if fi.dst == SET else stack[-1]
+            out += self._value(v, fi.out_types[0])
         else:
             self._finish_other(kind, fi, pc, stack)
         trace.ends[-1] = len(out)

@@ -9,6 +9,8 @@ Layout of the ids (see docs/PROTOCOL.md):
   512 .. 767  stderr byte tokens: one byte written to fd 2
   768 ..      named tokens: trace markers, trap reasons, prompt sections,
               operand/destination modes, value types, machine ops
+  then        256 stage tokens ``d:XX``: one byte of a division's work (a quotient digit or a
+              partial remainder's byte, ``semantics.division_stages``), not a value
 """
 
 from __future__ import annotations
@@ -83,7 +85,8 @@ _NAMES: tuple[str, ...] = (
 )
 _IDS: dict[str, int] = {name: NAMED + i for i, name in enumerate(_NAMES)}
 assert len(_IDS) == len(_NAMES), "duplicate token name"
-SIZE = NAMED + len(_NAMES)
+STAGE = NAMED + len(_NAMES)  # the stage tokens d:00 .. d:ff follow the named tokens
+SIZE = STAGE + 256
 
 _TRAP_BY_TOKEN = {_IDS[name]: (message, payload) for name, message, payload in TRAPS}
 
@@ -102,14 +105,24 @@ def type_token(valtype: str) -> int:
 
 
 def name(token: int) -> str:
-    """The name of a named token (``KeyError`` for byte and output tokens)."""
-    if not NAMED <= token < SIZE:
+    """The name of a named token (``KeyError`` for byte, output and stage tokens)."""
+    if not NAMED <= token < STAGE:
         raise KeyError(token)
     return _NAMES[token - NAMED]
 
 
 def is_byte(token: int) -> bool:
     return 0 <= token < 256
+
+
+def stage(values) -> list[int]:
+    """The stage tokens of a division's work bytes (``semantics.division_stages``)."""
+    return [STAGE + v for v in values]
+
+
+def stage_byte(token: int) -> int | None:
+    """The byte a stage token carries, None for any other token."""
+    return token - STAGE if STAGE <= token < SIZE else None
 
 
 def output(fd: int, data: bytes) -> list[int]:
@@ -173,15 +186,18 @@ def trap_payload(token: int) -> int:
 
 
 def describe(token: int) -> str:
-    """A short readable name for any token id: '0a', 'out:0a', 'err:0a', 'JUMP', 'OP:i32.add'."""
+    """A short readable name for any token id: '0a', 'out:0a', 'err:0a', 'JUMP', 'OP:i32.add',
+    'd:0a'."""
     if is_byte(token):
         return f"{token:02x}"
     fd_byte = output_byte(token)
     if fd_byte is not None:
         fd, b = fd_byte
         return f"{'out' if fd == 1 else 'err'}:{b:02x}"
-    if NAMED <= token < SIZE:
+    if NAMED <= token < STAGE:
         return _NAMES[token - NAMED]
+    if STAGE <= token < SIZE:
+        return f"d:{token - STAGE:02x}"
     return f"<invalid {token}>"
 
 
@@ -191,6 +207,8 @@ def parse(text: str) -> int:
         return _IDS[text]
     if len(text) == 2:
         return int(text, 16)
+    if text.startswith("d:"):
+        return STAGE + int(text[2:], 16)
     if text.startswith(("out:", "err:")):
         return (STDOUT if text[:3] == "out" else STDERR) + int(text[4:], 16)
     return _IDS[text]

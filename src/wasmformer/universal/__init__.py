@@ -25,6 +25,7 @@ byte limbs, ``ALU_OPS[name](g, *operands) -> result bytes`` (``AluOp.traps``: wh
   mul.py      multiplication
   bitwise.py  and/or/xor, shifts and rotations, clz/ctz/popcnt
   divide.py   div/rem, signed and unsigned: radix-16 long division, and their trap flags
+  stages.py   div/rem across trace tokens: one long-division stage per token (the default)
   convert.py  wrap and extensions
   alu.py      the table ALU_OPS (with each op's FFN depth and trap flags)
   cost.py     depth / units / nodes of a built circuit

@@ -49,9 +49,10 @@ Division is the one family that is deep: each quotient digit needs the remainder
 digits above it leave, so any exact circuit is a chain of stages. ``divide.py`` does radix-16
 long division: one layer for each of the top 3 nibbles (scalar tests), two for each of the
 others (on 16-bit limbs; the divisor's multiples are ready by then); rem_* adds a selection
-and the split of its limbs into bytes, the signed forms an XOR layer and a negation. ``DIVISION`` lists the ops; the universal graph leaves
-them out unless ``Limits.ops`` names them (docs/UNIVERSAL.md weighs the alternatives,
-among them a trace protocol in which a division emits its digits over several tokens).
+and the split of its limbs into bytes, the signed forms an XOR layer and a negation. ``DIVISION`` lists the ops. The universal graph does
+not use these one-pass circuits: a division's trace carries its long division's stages, one
+per token, and ``stages.py`` computes one stage per position (docs/UNIVERSAL.md, "Division
+across tokens"); only the trap flags (``traps``) are shared.
 """
 
 from __future__ import annotations
@@ -170,8 +171,8 @@ def _conversions() -> dict[str, AluOp]:
 
 ALU_OPS: dict[str, AluOp] = {**_family("i32"), **_family("i64"), **_conversions()}
 
-# The division ops: exact, but 13-34 layers deep (see the module docstring), so the universal
-# graph leaves them out unless asked (``Limits.ops``).
+# The division ops: exact in one pass, but 13-34 layers deep (see the module docstring); the
+# universal graph executes them across their stage tokens instead (stages.py).
 DIVISION = tuple(f"{t}.{k}" for t in BYTES for k in ("div_s", "div_u", "rem_s", "rem_u"))
 
 # The integer instructions the ALU does not compute: none.

@@ -33,7 +33,7 @@ from wasmformer.graph import Graph, Linear, Node, Range
 from wasmformer.machine import vocab
 
 from . import units as U
-from .alu import ALU_OPS
+from .alu import ALU_OPS, DIVISION
 from .calls import CallInfo
 from .operand import Operand
 from .record import Record
@@ -75,6 +75,8 @@ def next_token(g: Graph, window: Window, nxt: Record, d: Decoded,
     units += U.enabled(d.depth + 1, window.at(3, "CALL"))  # the new depth's low byte
     units += U.enabled(d.depth - 1, window.at(3, "callret") - window.at(3, "CALL"))
     for name in alu_ops:
+        if name in DIVISION:  # across its stage tokens: stages.py (an ``extra`` case)
+            continue
         spec = ALU_OPS[name]
         operands = (b,) if len(spec.params) == 1 else (a, b)
         operands = tuple(Operand(x.bytes[:n], x.bits[:8 * n])

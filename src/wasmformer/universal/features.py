@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from wasmformer.graph import Graph, Node
 from wasmformer.machine import vocab
-from wasmformer.machine.semantics import LOADS, STORES
+from wasmformer.machine.semantics import DIVISION_OPS, LOADS, STORES, division_stage_count
 
 from .alu import ALU_OPS
 from .memops import OP_COLUMNS as MEMORY_OP_COLUMNS
@@ -61,7 +61,7 @@ def _memory_operand_bytes(op: str) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class TokenFeatures:
-    byte: Node  # the value of a byte token (0 for any other token)
+    byte: Node  # the value of a byte token or a stage token (0 for any other token)
     bits: tuple[Node, ...]  # its 8 bits, least significant first
     flag: dict[str, Node]  # FLAGS: 1 on that named token
     callret: Node  # 1 on CALL and RET (anchors whose payload is 5 bytes)
@@ -74,6 +74,7 @@ class TokenFeatures:
     deep: Node  # on OP:<op>: 1 when it pops an operand below slots A and B (select)
     extra: dict[str, Node]  # is_byte, is_output (out:XX, err:XX), memops.OP_COLUMNS
     indirect: Node  # 1 on OP:call_indirect (its arguments sit below the table index)
+    stages: Node  # on OP:<op>: its stage tokens before the result (division, else 0)
 
     def named(self, name: str) -> Node:
         """A feature by name: 'byte', 'bit3', a FLAGS name, 'callret', 'is_op', 'op_id', ..."""
@@ -86,6 +87,14 @@ class TokenFeatures:
         return getattr(self, name)
 
 
+def _carried_byte(t: int) -> int:
+    """The byte a token carries: a byte token's value, a stage token's (d:XX), else 0."""
+    if vocab.is_byte(t):
+        return t
+    stage = vocab.stage_byte(t)
+    return 0 if stage is None else stage
+
+
 def token_features(g: Graph) -> TokenFeatures:
     size = vocab.SIZE
     ops = {vocab.op_token(op): op for op in vocab.OPS}
@@ -93,8 +102,8 @@ def token_features(g: Graph) -> TokenFeatures:
     def column(name: str, value) -> Node:
         return g.token_feature(name, [value(t) for t in range(size)])
 
-    byte = column("byte", lambda t: t if vocab.is_byte(t) else 0)
-    bits = tuple(column(f"bit{i}", lambda t, i=i: (t >> i) & 1 if vocab.is_byte(t) else 0)
+    byte = column("byte", _carried_byte)
+    bits = tuple(column(f"bit{i}", lambda t, i=i: (_carried_byte(t) >> i) & 1)
                  for i in range(8))
     ids = {name: vocab.tok(name) for name in FLAGS}
     flag = {name: column(f"is_{name}", lambda t, n=name: int(t == ids[n])) for name in FLAGS}
@@ -109,8 +118,11 @@ def token_features(g: Graph) -> TokenFeatures:
                             lambda t: int(t in ops and operand_bytes(ops[t])[0] < 0)),
         sized_by_w=column("sized_by_w", lambda t: int(t in ops and operand_bytes(ops[t])[1] < 0)),
         deep=column("deep", lambda t: int(t in ops and ops[t] == "select")),
+        stages=column("stages", lambda t: division_stage_count(ops[t])
+                      if t in ops and ops[t] in DIVISION_OPS else 0),
         extra={"is_byte": column("is_byte", lambda t: int(vocab.is_byte(t))),
                "is_output": column("is_output", lambda t: int(vocab.STDOUT <= t < vocab.NAMED)),
+               "is_stage": column("is_stage", lambda t: int(vocab.stage_byte(t) is not None)),
                **{name: column(name, lambda t, f=f: f(ops[t]) if t in ops else 0)
                   for name, f in MEMORY_OP_COLUMNS.items()}},
         indirect=column("indirect", lambda t: int(t in ops and ops[t] == "call_indirect")),

@@ -32,7 +32,7 @@ from wasmformer.graph.output import emit_token_id
 from wasmformer.machine import vocab
 from wasmformer.machine.fuse import FusedProgram
 
-from . import branch_table, host, indirect, results, traps
+from . import branch_table, host, indirect, results, stages, traps
 from .calls import call_info
 from .emit import Decoded, next_token
 from .features import CONTROL_OPS, op_id, token_features
@@ -59,7 +59,8 @@ def build_universal_graph(limits: Limits | None = None) -> tuple[Graph, dict]:
     tokens = token_features(g)
     needs: dict[int, set[str]] = {}
     for part in (anchor_window_needs(), window_needs(NEXT_FIELDS), window_needs(CUR_FIELDS),
-                 memory_window_needs(), traps.window_needs(), host.window_needs()):
+                 memory_window_needs(), traps.window_needs(), host.window_needs(),
+                 stages.window_needs()):
         for d, names in part.items():
             needs.setdefault(d, set()).update(names)
     window = Window(g, tokens, needs)
@@ -76,7 +77,8 @@ def build_universal_graph(limits: Limits | None = None) -> tuple[Graph, dict]:
     x_cur = anchor.target_c + p - anchor.end - 1
     nxt = fetch_record(g, window, "next", x_next, NEXT_FIELDS, limits)
     cur = fetch_record(g, window, "cur", x_cur, CUR_FIELDS, limits)
-    keys = write_keys(g, cur, x_cur, anchor, this_in_header, limits)
+    # a division's stage tokens are work, not values: no write keys (stages.py)
+    keys = write_keys(g, cur, x_cur, anchor, this_in_header + window.at(0, "is_stage"), limits)
 
     # decode the next token's instruction (one FFN sublayer)
     op_code = nxt.flag("op", "op_id")
@@ -122,6 +124,7 @@ def build_universal_graph(limits: Limits | None = None) -> tuple[Graph, dict]:
                             calls.callee_entry)
     extra += results.units(g, window, nxt, keys, cur.number("W", 1), anchor, ops, depth_zero,
                            k, at_w, sel, 1 - decoded.in_payload, b)
+    extra += stages.division_units(g, window, k, ops, (a, b), 1 - decoded.in_payload)
     out = next_token(g, window, nxt, decoded, (deep, a, b), calls, limits.ops, extra)
     emit_token_id(g, out)
     info = {"limits": limits, "x_next": x_next,

@@ -14,7 +14,7 @@ from wasmformer.graph import GraphError
 from wasmformer.machine.fuse import FusedProgram
 from wasmformer.machine.semantics import LOADS, STORES
 
-from .alu import ALU_OPS, DIVISION
+from .alu import ALU_OPS
 
 SLOT_LIMIT = 256  # stack heights, local indices and call depths are read from their low byte
 
@@ -24,8 +24,8 @@ class Limits:
     max_len: int = 2048  # positions: prompt + trace
     pc_bytes: int = 2  # fused pcs and C(pc) below 256**pc_bytes
     max_depth: int = 8  # call depths 0 .. max_depth - 1
-    # ALU ops built: by default all but division (13-34 FFN layers deep: ask for it by name)
-    ops: tuple[str, ...] = field(default_factory=lambda: tuple(sorted(set(ALU_OPS) - set(DIVISION))))
+    # ALU ops built: by default all of them (division across its stage tokens: stages.py)
+    ops: tuple[str, ...] = field(default_factory=lambda: tuple(sorted(ALU_OPS)))
     mem_bits: int = 17  # linear memory (and every static offset) below 2**mem_bits bytes
 
     def __post_init__(self) -> None:

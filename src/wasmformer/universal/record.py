@@ -25,7 +25,7 @@ assert sum(SIZE.values()) == CODE_RECORD
 MODE_FLAGS = ("SRC_STACK", "SRC_LOCAL", "SRC_CONST")
 DST_FLAGS = ("DST_PUSH", "DST_SET", "DST_TEE")
 OP_FEATURES = ("op_id", "wide_a", "wide_b", "a_sized_by_w", "sized_by_w", "deep", "indirect",
-               *MEMORY_OP_COLUMNS)
+               "stages", *MEMORY_OP_COLUMNS)
 BITS = tuple(f"bit{i}" for i in range(8))
 
 

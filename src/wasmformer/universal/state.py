@@ -65,9 +65,11 @@ def write_keys(g: Graph, cur: Record, x_cur: Linear, anchor: Anchor, in_header: 
     """The keys of this position's token in the stack and local address spaces.
 
     ``cur`` is the record of the instruction this token belongs to, ``x_cur`` the token's X,
-    ``in_header`` 1 when the token is an anchor's marker or payload (no value)."""
+    ``in_header`` 1 when the token is an anchor's marker or payload, or a division's stage
+    token (no value)."""
     c = cur.number("C", limits.pc_bytes)
-    offset = cur.number("W", 1) - 1 - (x_cur - c)  # 0 exactly at a value's last byte
+    # 0 exactly at a value's last byte (a division's value follows its stage tokens)
+    offset = cur.number("W", 1) - 1 - (x_cur - c) + cur.flag("op", "stages")
     stack_slot = (cur.number("height", 1) - cur.flag("A", "SRC_STACK") - cur.flag("B", "SRC_STACK")
                   - cur.flag("op", "deep"))
     base = anchor.depth * SLOT_LIMIT
