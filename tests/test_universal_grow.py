@@ -1,6 +1,6 @@
 """``memory.grow`` and the size after it in the universal model (universal/memsize.py).
 
-- the programs ``grow``, ``grow_max`` (tests/universal_programs.py) and ``grow_oob``: grows
+- the programs ``grow``, ``grow_max`` and ``grow_oob`` (tests/universal_programs.py): grows
   by 0 and by 1, refused by the module's maximum, by the graph's page cap
   (``Limits.memory_page_limit``) and by a delta with high bits, stores and loads in the
   new page, out of bounds just past the old and the new size, ``memory.size`` before and
@@ -23,7 +23,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from universal_programs import PROGRAMS, TRAP_PROGRAMS, check_evaluator, check_model, stream  # noqa: E402
+from universal_programs import (  # noqa: E402
+    GROW_PROGRAMS,
+    TRAP_PROGRAMS,
+    check_evaluator,
+    check_model,
+    stream,
+)
 
 import wasmformer  # noqa: E402
 from wasmformer.compiler import compile_graph  # noqa: E402
@@ -43,7 +49,7 @@ OPS = ("i32.add", "i32.mul")  # what the grow programs compute besides memory
 
 
 def wat_and_calls(name: str) -> tuple[str, list[tuple[str, list[int]]]]:
-    return PROGRAMS[name] if name in PROGRAMS else TRAP_PROGRAMS[name]
+    return GROW_PROGRAMS[name] if name in GROW_PROGRAMS else TRAP_PROGRAMS[name]
 
 
 def instance(wat: str, limits: HostLimits | None = None) -> Instance:
@@ -119,6 +125,13 @@ def test_an_engine_refuses_a_host_limit_below_the_models_cap() -> None:
         Session(instance(GROW_ONLY % f"{CAP + 1}"), engine="fast")
 
 
+def test_the_api_notes_the_cap() -> None:
+    notes = wasmformer.run(GROW_ONLY % "1", engine="fast").notes
+    assert len(notes) == 1 and "16,384 pages elsewhere" in notes[0]
+    assert wasmformer.run(GROW_ONLY % "1").notes == ()  # the reference engine: no cap
+
+
+@pytest.mark.slow  # a subprocess loading the model: ~15 s
 def test_the_cli_notes_the_cap(tmp_path: Path) -> None:
     prog = tmp_path / "grow.wat"
     prog.write_text(GROW_ONLY % "1")
@@ -127,8 +140,6 @@ def test_the_cli_notes_the_cap(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert f"note: the fast engine caps memory.grow at {CAP} pages" in proc.stderr
     assert "16,384 pages elsewhere" in proc.stderr
-    assert wasmformer.run(GROW_ONLY % "1", engine="fast").notes  # the API has it too
-    assert wasmformer.run(GROW_ONLY % "1").notes == ()  # the reference engine: no cap
 
 
 def test_the_token_machine_under_the_cap() -> None:

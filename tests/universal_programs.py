@@ -215,6 +215,10 @@ PROGRAMS: dict[str, tuple[str, list[tuple[str, list[int]]]]] = {
         local.get $s))""",
                [("classify", [0]), ("classify", [1]), ("classify", [2]), ("classify", [3]),
                 ("classify", [4]), ("classify", [-1]), ("count", [3])]),
+}
+
+# memory.grow (universal/memsize.py; tests/test_universal_grow.py runs them)
+GROW_PROGRAMS: dict[str, tuple[str, list[tuple[str, list[int]]]]] = {
     # memory.grow (docs/UNIVERSAL.md): by 0, by 1 (then stores and loads in the new page),
     # refused by the graph's page cap (Limits.memory_page_limit: 2 pages) and by a delta
     # with high bits; the result kept in a local; memory.size before and after
@@ -361,7 +365,7 @@ def make_stream(name: str, wat: str, calls: list[tuple[str, list[int]]],
 
 @functools.cache
 def stream(name: str) -> Stream:
-    wat, calls = PROGRAMS[name] if name in PROGRAMS else TRAP_PROGRAMS[name]
+    wat, calls = {**PROGRAMS, **GROW_PROGRAMS, **TRAP_PROGRAMS}[name]
     return make_stream(name, wat, calls)
 
 
