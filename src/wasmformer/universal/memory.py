@@ -1,4 +1,4 @@
-"""Linear memory: loads, stores, ``memory.size``, and the out-of-bounds condition.
+"""Linear memory: loads, stores, ``memory.size``/``grow``, and the out-of-bounds condition.
 
 Memory is a third keyed address space, byte-addressed. Every position carries one key:
 
@@ -27,9 +27,10 @@ operand reads are block-6 heads), so the key is ready for the loads' block-7 hea
 same layer as a call's other-frame read: no layer is added.
 
 Out of bounds (``oob``): 1 at a position whose next token belongs to a load or store that
-touches a byte at or past the memory's size (pages from the prompt's ``MEMORY`` record).
-The graph does not emit a trap; the node is for the trap mechanism (info["traps"]).
-``memory.grow`` is not executed, so the size is the prompt's.
+touches a byte at or past the memory's current size (memsize.py: the prompt's ``MEMORY``
+pages, or the latest successful ``memory.grow``'s old size + delta). The graph does not
+emit a trap; the node is for the trap mechanism (info["traps"]). The ``memory.size`` and
+``memory.grow`` tokens are memsize.py's units, added to this module's.
 """
 
 from __future__ import annotations
