@@ -35,12 +35,14 @@ import wasmformer  # noqa: E402
 from wasmformer.compiler import compile_graph  # noqa: E402
 from wasmformer.engine import Session  # noqa: E402
 from wasmformer.errors import EngineRefusal  # noqa: E402
-from wasmformer.graph import GraphError  # noqa: E402
-from wasmformer.machine import HostLimits, Instance, TokenMachine  # noqa: E402
+from wasmformer.graph import Evaluator, Graph, GraphError, as_linear  # noqa: E402
+from wasmformer.machine import HostLimits, Instance, TokenMachine, vocab  # noqa: E402
 from wasmformer.model import build_model  # noqa: E402
 from wasmformer.toolchain import program_bytes  # noqa: E402
+from wasmformer.universal import units as U  # noqa: E402
 from wasmformer.universal.interpreter import build_universal_graph, supported  # noqa: E402
 from wasmformer.universal.limits import Limits  # noqa: E402
+from wasmformer.universal.memsize import size_byte  # noqa: E402
 from wasmformer.wasm import load_module  # noqa: E402
 
 GROWS = ("grow", "grow_max", "grow_oob")
@@ -163,3 +165,18 @@ def test_limits_check_the_initial_size_only() -> None:
     Limits().check(grows.fused, len(grows.tokens))
     with pytest.raises(GraphError, match="memory of 2 pages"):
         Limits(mem_bits=16).check(TokenMachine(instance("(module (memory 2))")).fused, 10)
+
+
+def test_size_bytes_of_a_large_page_limit() -> None:
+    """``memsize.size_byte`` with 65,536 pages (mem_bits 32: thresholds at multiples of 256;
+    the default graphs' 2 pages need none): sizes 256 p + offset, p = 0..255."""
+    g = Graph(vocab.SIZE, 256)
+    offsets = (0, 1, 255, 256)
+    nodes = {o: [U.node(g, f"byte{k}", size_byte(256 * as_linear(g.position()) + o, k, 65536),
+                        0, 255) for k in range(4)] for o in offsets}
+    ev = Evaluator(g)
+    for _ in range(256):
+        ev.feed(0)
+    for o in offsets:
+        got = list(zip(*(ev.values(n) for n in nodes[o]), strict=True))
+        assert got == [tuple((256 * p + o).to_bytes(4, "little")) for p in range(256)]
