@@ -217,6 +217,32 @@ PROGRAMS: dict[str, tuple[str, list[tuple[str, list[int]]]]] = {
                 ("classify", [4]), ("classify", [-1]), ("count", [3])]),
 }
 
+# memory.grow (universal/memsize.py; tests/test_universal_grow.py runs them)
+GROW_PROGRAMS: dict[str, tuple[str, list[tuple[str, list[int]]]]] = {
+    # memory.grow (docs/UNIVERSAL.md): by 0, by 1 (then stores and loads in the new page),
+    # refused by the graph's page cap (Limits.memory_page_limit: 2 pages) and by a delta
+    # with high bits; the result kept in a local; memory.size before and after
+    "grow": ("""(module (memory 1)
+      (data (i32.const 65530) "\\05\\06")
+      (func (export "size") (result i32) (memory.size))
+      (func (export "grow") (param $d i32) (result i32) (memory.grow (local.get $d)))
+      (func (export "touch") (param $a i32) (param $v i32) (result i32)
+        (i32.store offset=1 (local.get $a) (local.get $v))
+        (i32.add (i32.load offset=1 (local.get $a)) (i32.load8_u (i32.const 65531))))
+      (func (export "again") (result i32) (local $r i32)
+        (local.set $r (memory.grow (i32.const 0)))
+        (i32.add (i32.mul (local.get $r) (i32.const 16))
+                 (i32.add (memory.size) (memory.grow (i32.const 1))))))""",
+             [("size", []), ("grow", [0]), ("size", []), ("grow", [1]), ("size", []),
+              ("touch", [131067, 0x01020304]), ("touch", [65536, 9]), ("grow", [1]),
+              ("grow", [-1]), ("again", []), ("size", [])]),
+    # refused by the module's maximum (1 page) below the graph's cap
+    "grow_max": ("""(module (memory 0 1)
+      (func (export "grow") (param $d i32) (result i32)
+        (i32.add (memory.grow (local.get $d)) (i32.mul (memory.size) (i32.const 256)))))""",
+                 [("grow", [2]), ("grow", [1]), ("grow", [1]), ("grow", [0])]),
+}
+
 # Programs whose invocations trap (and invocations after the trap on the same instance).
 TRAP_PROGRAMS: dict[str, tuple[str, list[tuple[str, list[int]]]]] = {
     "unreachable": ("""(module
@@ -273,9 +299,16 @@ TRAP_PROGRAMS: dict[str, tuple[str, list[tuple[str, list[int]]]]] = {
                    [("store", [100, 0x1234]), ("store", [65533, 7]), ("load", [65528]),
                     ("load", [65529]), ("load", [-8]), ("load", [100]),
                     ("store", [65532, 9]), ("store", [65530, 0x3344])]),
+    # out of bounds against the grown size: just past the end before and after a grow
+    "grow_oob": ("""(module (memory 1 4)
+      (func (export "grow") (param $d i32) (result i32) (memory.grow (local.get $d)))
+      (func (export "load") (param $a i32) (result i32) (i32.load16_u (local.get $a))))""",
+                 [("load", [65535]), ("grow", [1]), ("load", [65535]), ("load", [131071]),
+                  ("load", [131070]), ("grow", [1]), ("load", [131071])]),
 }
 
-OUTCOMES = {"memory_oob": ["halt", "trap", "halt", "trap", "trap", "halt", "trap", "halt"],
+OUTCOMES = {"grow_oob": ["trap", "halt", "halt", "trap", "halt", "halt", "trap"],
+            "memory_oob": ["halt", "trap", "halt", "trap", "trap", "halt", "trap", "halt"],
             "call_indirect": ["trap", "halt", "trap", "trap", "trap", "trap", "halt"],
             "unreachable": ["halt", "trap", "halt", "trap", "halt"],
             "recursion_depth": ["halt", "trap", "halt", "trap", "halt"]}
@@ -317,10 +350,12 @@ class Stream:
 
 def make_stream(name: str, wat: str, calls: list[tuple[str, list[int]]],
                 max_call_depth: int = Limits().call_depth_limit) -> Stream:
-    """The stream of ``calls`` on one instance, run with the call-depth limit a graph of
-    default ``Limits`` agrees with. Invocations end by returning or by a trap."""
-    inst = Instance(load_module(program_bytes(wat).wasm),
-                    limits=HostLimits(max_call_depth=max_call_depth))
+    """The stream of ``calls`` on one instance, run with the call-depth and memory page
+    limits a graph of default ``Limits`` agrees with. Invocations end by returning or by a
+    trap."""
+    limits = HostLimits(max_call_depth=max_call_depth,
+                        max_memory_pages=Limits().memory_page_limit)
+    inst = Instance(load_module(program_bytes(wat).wasm), limits=limits)
     tm = TokenMachine(inst)
     prompt = prompt_tokens(inst, tm.fused, tm.func_index)
     traces = [tm.invoke(export, args) for export, args in calls]
@@ -330,7 +365,7 @@ def make_stream(name: str, wat: str, calls: list[tuple[str, list[int]]],
 
 @functools.cache
 def stream(name: str) -> Stream:
-    wat, calls = PROGRAMS[name] if name in PROGRAMS else TRAP_PROGRAMS[name]
+    wat, calls = {**PROGRAMS, **GROW_PROGRAMS, **TRAP_PROGRAMS}[name]
     return make_stream(name, wat, calls)
 
 

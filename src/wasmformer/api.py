@@ -162,6 +162,7 @@ class RunResult:
     generated: int | None = None  # transformer engines: tokens the model generated
     scans: int | None = None  # fast engine: lookups the hulls could not certify
     margin: float | None = None  # fast engine: the smallest certified winning-score gap
+    notes: tuple[str, ...] = ()  # transformer engines: where they may differ (memory cap)
 
 
 def run(
@@ -252,7 +253,8 @@ def _run_tokens(program: Program, engine: str, max_steps: int | None, max_tokens
     return RunResult(outcome.stdout, outcome.stderr, outcome.exit_code or 0, None,
                      time.perf_counter() - start, tokens=len(ended.tokens), trap=outcome.trap,
                      prompt_tokens=session.prompt_length, decode_seconds=ended.seconds,
-                     generated=ended.generated, scans=session.scans, margin=session.margin)
+                     generated=ended.generated, scans=session.scans, margin=session.margin,
+                     notes=tuple(session.notes))
 
 
 @dataclass(frozen=True)

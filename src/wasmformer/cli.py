@@ -135,6 +135,8 @@ def run(
         raise _fail(str(exc), exc.exit_code) from None
     if result.trap is not None:
         err_console.print(f"trap: {result.trap}", markup=False)
+    for note in result.notes:
+        err_console.print(f"note: {note}", markup=False)
     if stats:
         _print_stats(engine, result, time.perf_counter() - start)
     raise typer.Exit(result.exit_code)

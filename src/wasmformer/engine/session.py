@@ -32,12 +32,13 @@ from ..errors import BudgetExceeded, EngineRefusal, InputError
 from ..graph import GraphError
 from ..machine import vocab
 from ..machine.detokenize import Outcome, detokenize, trap_message
+from ..machine.fuse import FusedProgram
 from ..machine.instance import Instance
 from ..machine.prompt import prompt_tokens
 from ..machine.reference import Deadline
-from ..machine.runtime import HostFunction
+from ..machine.runtime import MAX_PAGES, PAGE_SIZE, HostFunction
 from ..machine.tokens import TokenMachine
-from ..universal import supported
+from ..universal import Limits, supported
 from .coverage import Coverage
 from .decoders import Decoder, FastDecoding, TorchDecoding
 from .host import HostCalls, Splice
@@ -93,10 +94,12 @@ class Session:
         self.sparse = self.device == "cpu" if sparse is None else sparse
         self.coverage = Coverage(self.fused, supported(self.fused) + _host_problems(instance,
                                                                                   self.fused))
+        limits = engine_limits(BUCKETS[-1])  # every bucket has the same memory limits
         try:
-            engine_limits(BUCKETS[-1]).check(self.fused, 0)
+            limits.check(self.fused, 0)
         except GraphError as exc:
             raise EngineRefusal(f"the {engine} engine cannot execute this program: {exc}") from None
+        self.notes = memory_notes(instance, self.fused, limits, engine)
         self.stream = prompt_tokens(instance, self.fused, self.machine.func_index)
         self.prompt_length = len(self.stream)
         self.instance = instance
@@ -233,6 +236,37 @@ def _host_problems(instance: Instance, fused) -> list[str]:
         elif fi.op == "call_indirect" and in_tables:
             problems.append(f"pc {pc}: call_indirect with a host function in a table")
     return problems
+
+
+def memory_notes(instance: Instance, fused: FusedProgram, limits: Limits,
+                 engine: str) -> list[str]:
+    """What the model's memory cap means for this program (a note for the user), or a
+    refusal where the model cannot agree with the host.
+
+    The model grows memory up to min(the module's maximum, ``Limits.memory_page_limit``)
+    pages (universal/memsize.py). A host allowing fewer pages than that cannot be told to
+    the model (it is not in the prompt): refused. A host allowing more (wasmtime and the
+    reference engine: 16,384 pages by default) would let a grow succeed that the model
+    refuses: noted, since the outputs may then differ."""
+    memory = instance.memory
+    if memory is None or not any(fi.op == "memory.grow" for fi in fused.code):
+        return []
+    cap = limits.memory_page_limit
+    if memory.pages > cap:
+        raise EngineRefusal(f"the {engine} engine cannot execute this program: memory of "
+                            f"{memory.pages} pages, over the model's {cap} (Limits.mem_bits)")
+    declared = MAX_PAGES if memory.max_pages is None else memory.max_pages
+    model = min(declared, cap)
+    if memory.host_limit_pages < model:
+        raise EngineRefusal(f"the {engine} engine grows memory up to {model} pages and cannot "
+                            f"be given a lower host limit ({memory.host_limit_pages} pages)")
+    allowed = min(declared, memory.host_limit_pages)
+    if allowed <= cap:
+        return []
+    return [f"the {engine} engine caps memory.grow at {cap} pages ({cap * PAGE_SIZE:,} bytes, "
+            f"Limits.mem_bits {limits.mem_bits}: the model's memory keys); this program may "
+            f"grow to {allowed:,} pages elsewhere (wasmtime, the reference engine): a grow "
+            f"past {cap} returns -1 here"]
 
 
 class _Run:

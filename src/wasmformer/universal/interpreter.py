@@ -17,7 +17,8 @@ sublayer (attention heads then FFN nodes; the compiler schedules them):
   6 ffn   the operands' bytes and bits (constant, stack, local or 0)
   7.. ffn the ALU circuits, and the next token (one node, all cases merged)
 
-Memory and globals (memory.py, globals.py) add their keys, reads and next-token units;
+Memory and globals (memory.py with memsize.py for the size and ``memory.grow``, globals.py)
+add their keys, reads and next-token units;
 the info dict's ``"traps"`` maps a trap reason to a 0/1 node that is 1 where the next token
 would be that trap (``{"MEMORY_OOB": node}``; the graph does not emit traps itself).
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from wasmformer.graph import GraphError
 from wasmformer.machine.fuse import FusedProgram
+from wasmformer.machine.runtime import PAGE_SIZE
 from wasmformer.machine.semantics import LOADS, STORES
 
 from .alu import ALU_OPS
@@ -26,7 +27,8 @@ class Limits:
     max_depth: int = 8  # call depths 0 .. max_depth - 1
     # ALU ops built: by default all of them (division across its stage tokens: stages.py)
     ops: tuple[str, ...] = field(default_factory=lambda: tuple(sorted(ALU_OPS)))
-    mem_bits: int = 17  # linear memory (and every static offset) below 2**mem_bits bytes
+    mem_bits: int = 17  # linear memory (and every static offset) below 2**mem_bits bytes:
+    # its initial size, and memory.grow beyond it fails (memory_page_limit)
 
     def __post_init__(self) -> None:
         unknown = [op for op in self.ops if op not in ALU_OPS]
@@ -44,6 +46,13 @@ class Limits:
         """The reference executor's ``HostLimits.max_call_depth`` this graph agrees with: a
         call made at depth max_depth - 1 traps (STACK_EXHAUSTED, universal/traps.py)."""
         return self.max_depth - 1
+
+    @property
+    def memory_page_limit(self) -> int:
+        """The pages ``memory.grow`` may reach (besides the module's maximum): 2**mem_bits
+        bytes, what the memory keys cover. The reference executor agrees when run with
+        ``HostLimits(max_memory_pages=memory_page_limit)`` (universal/memsize.py)."""
+        return 2 ** self.mem_bits // PAGE_SIZE
 
     def check(self, fused: FusedProgram, length: int) -> None:
         """Raise unless ``fused`` run over ``length`` positions is within these limits."""
@@ -69,10 +78,8 @@ class Limits:
         module = fused.program.module
         top = 2 ** self.mem_bits
         for mem in module.mem_types:
-            pages = mem.limits.min  # the size, unless memory.grow runs
-            if any(fi.op == "memory.grow" for fi in fused.code):
-                pages = max(pages, mem.limits.max or 65536)
-            if pages * 65536 > top:
+            pages = mem.limits.min  # memory.grow beyond the limit fails (memory_page_limit)
+            if pages > self.memory_page_limit:
                 raise GraphError(f"memory of {pages} pages: over the graph's 2**{self.mem_bits} "
                                  f"bytes (Limits.mem_bits; the memory keys' range, which "
                                  f"float64 exactness bounds)")

@@ -8,7 +8,7 @@ so a fetched record gives it linearly, with no decoding layer (``record.OP_FEATU
   access_1 .. access_8      the bytes a load or store touches (one flag per width)
   load_signed               a sign-extending load (``*_s``)
   global_get, global_set    the two global instructions
-  memory_size               ``memory.size``
+  memory_size, memory_grow  ``memory.size``, ``memory.grow``
 
 (Float loads and stores are not integer ops: the fused program marks them unsupported.)
 """
@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from wasmformer.machine.semantics import LOADS, STORES
 
-MEMORY_OPS = (*LOADS, *STORES, "global.get", "global.set", "memory.size")
+MEMORY_OPS = (*LOADS, *STORES, "global.get", "global.set", "memory.size", "memory.grow")
 WIDTHS = (1, 2, 4, 8)
 
 
@@ -39,6 +39,7 @@ def _columns() -> dict[str, Callable[[str], int]]:
         "global_get": lambda op: int(op == "global.get"),
         "global_set": lambda op: int(op == "global.set"),
         "memory_size": lambda op: int(op == "memory.size"),
+        "memory_grow": lambda op: int(op == "memory.grow"),
     }
     for w in WIDTHS:
         cols[f"access_{w}"] = lambda op, w=w: int(access_width(op) == w)

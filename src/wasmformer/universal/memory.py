@@ -1,4 +1,4 @@
-"""Linear memory: loads, stores, ``memory.size``, and the out-of-bounds condition.
+"""Linear memory: loads, stores, ``memory.size``/``grow``, and the out-of-bounds condition.
 
 Memory is a third keyed address space, byte-addressed. Every position carries one key:
 
@@ -27,9 +27,10 @@ operand reads are block-6 heads), so the key is ready for the loads' block-7 hea
 same layer as a call's other-frame read: no layer is added.
 
 Out of bounds (``oob``): 1 at a position whose next token belongs to a load or store that
-touches a byte at or past the memory's size (pages from the prompt's ``MEMORY`` record).
-The graph does not emit a trap; the node is for the trap mechanism (info["traps"]).
-``memory.grow`` is not executed, so the size is the prompt's.
+touches a byte at or past the memory's current size (memsize.py: the prompt's ``MEMORY``
+pages, or the latest successful ``memory.grow``'s old size + delta). The graph does not
+emit a trap; the node is for the trap mechanism (info["traps"]). The ``memory.size`` and
+``memory.grow`` tokens are memsize.py's units, added to this module's.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from . import units as U
 from .limits import SLOT_LIMIT, Limits
 from .locate import Anchor
 from .memops import WIDTHS
+from .memsize import GROW_RESULT, Size, grow_units, memory_size, memsize_window_needs
 from .operand import Operand
 from .record import Record
 from .state import KEY_STEP, Read, Reads, WriteKeys, local_miss
@@ -57,7 +59,7 @@ ONE = Linear((), 1)
 
 
 def memory_window_needs() -> dict[int, set[str]]:
-    return {0: {"is_byte"}, 7: {"MEMORY"}}
+    return memsize_window_needs()
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class Memory:
     oob: Node  # 1: the next token's load/store is out of bounds
     key: Node  # this position's memory key
     address: Node  # the next load's/store's address (low bits) + offset
+    size: Size  # the current size in pages (memsize.py)
 
 
 def memory(g: Graph, window: Window, anchor: Anchor, nxt: Record, cur: Record,
@@ -133,12 +136,12 @@ def memory(g: Graph, window: Window, anchor: Anchor, nxt: Record, cur: Record,
     z = as_linear(found.matched_key) - address - kk  # 0: a byte was written there
     byte, sign = (as_linear(x) for x in found.results)
 
-    pages = _pages(g, window)
-    # out of bounds: address + N > size, or base bits above mem_bits set
+    size = memory_size(g, window, anchor, cur, x_cur, this_in_header, b, limits)
+    # out of bounds: address + N > the current size, or base bits above mem_bits set
     width = sum((w * nxt.flag("op", f"access_{w}") for w in WIDTHS), start=Linear())
-    size = PAGE * sum((pages[i] * 256 ** i for i in range(3)), start=Linear())
-    over = address + width - size + 2 ** (bits + 2) * high
-    oob = U.node(g, "mem.oob", U.enabled(U.step(over, 1), nxt.flag("op", "is_access")), 0, 1)
+    over = address + width + 2 ** (bits + 2) * high
+    oob = U.node(g, "mem.oob", size.units(lambda s: U.step(over - PAGE * s, 1),
+                                          nxt.flag("op", "is_access")), 0, 1)
 
     body = body - oob  # an access that traps emits the trap's tokens instead (traps.py)
     units: U.Units = []
@@ -147,10 +150,11 @@ def memory(g: Graph, window: Window, anchor: Anchor, nxt: Record, cur: Record,
                        + nxt.flag("op", "load_signed") - 3)
     for k in range(8):
         units += U.enabled(b.bytes[k], is_store + sel[k] + body - 2)
-    for k in range(len(pages)):
-        units += U.enabled(pages[k], nxt.flag("op", "memory_size") + sel[k] + body - 2)
+    for k in range(GROW_RESULT):
+        units += size.byte_units(k, nxt.flag("op", "memory_size") + sel[k] + body - 2)
+    units += grow_units(g, size, nxt.flag("op", "memory_grow"), b, sel, body)
 
-    return Memory(units, oob, key, address)
+    return Memory(units, oob, key, address, size)
 
 
 def _bytes_for(bits: int) -> int:
@@ -231,10 +235,3 @@ def run_bytes(g: Graph, window: Window) -> tuple[Linear, Node]:
     in_run = U.node(g, "mem_run.in", U.step(o, 0) + U.step(n - 1 - o, 0) + U.constant(-1),
                     0, 1)
     return address + o, in_run
-
-
-def _pages(g: Graph, window: Window) -> list[Linear]:
-    """The memory's size in pages (the prompt's MEMORY record), low 3 bytes."""
-    found = g.lookup("memory_pages", query=1, key=window.at(7, "MEMORY"),
-                     values=[window.at(d, "byte") for d in (3, 2, 1)])
-    return [as_linear(x) for x in found.results]
