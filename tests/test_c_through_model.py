@@ -1,0 +1,63 @@
+"""C programs executed by the transformer itself (the fast and torch engines).
+
+For an example in examples/: the engine's tokens (the header, the generated trace and the
+host calls the engine spliced) equal the reference token machine's, token for token, and
+its stdout and exit code equal the checked-in expectation, which tests/test_examples.py
+proves against wasmtime. hello.c runs through the fast engine in the default run; every
+example through the fast engine, and hello.c through the torch engine, in the slow run.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from test_examples import EXAMPLES, compiled  # noqa: E402
+
+from wasmformer.engine import Session  # noqa: E402
+from wasmformer.engine.models import BUCKETS, engine_limits  # noqa: E402
+from wasmformer.machine import HostLimits, Instance, TokenMachine  # noqa: E402
+from wasmformer.machine.wasi import WasiHost  # noqa: E402
+from wasmformer.wasm import load_module  # noqa: E402
+
+DEFAULT = ("hello",)  # the default run's example: ~26K prompt tokens, 2.4K trace tokens
+
+
+def host_limits() -> HostLimits:
+    """The reference's limits that the engines' model agrees with (call depth, memory cap)."""
+    limits = engine_limits(BUCKETS[-1])
+    return HostLimits(max_call_depth=limits.call_depth_limit,
+                      max_memory_pages=limits.memory_page_limit)
+
+
+def through_the_model(name: str, engine: str) -> None:
+    example = next(e for e in EXAMPLES if e.name == name)
+    module = load_module(compiled(name))
+    host = WasiHost()
+    want = TokenMachine(Instance(module, host=host, limits=host_limits()), host).invoke("_start")
+    session = Session(Instance(module, host=WasiHost(), limits=host_limits()), engine=engine)
+    got = session.invoke("_start")
+    assert len(got.tokens) == len(want.tokens), (len(got.tokens), len(want.tokens))
+    first = next((i for i, (a, b) in enumerate(zip(got.tokens, want.tokens, strict=True))
+                  if a != b), None)
+    assert first is None, f"{name}: trace token {first} differs"
+    assert got.outcome.stdout == example.expected_stdout
+    assert (got.outcome.exit_code or 0) == example.exit_code
+    if engine == "fast":
+        assert session.scans == 0  # every lookup certified by the hulls
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(e.name, marks=() if e.name in DEFAULT else pytest.mark.slow)
+    for e in EXAMPLES])
+def test_example_through_the_fast_engine(name: str) -> None:
+    through_the_model(name, "fast")
+
+
+@pytest.mark.slow
+def test_hello_through_the_torch_engine() -> None:
+    through_the_model("hello", "torch")
