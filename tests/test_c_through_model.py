@@ -61,3 +61,23 @@ def test_example_through_the_fast_engine(name: str) -> None:
 @pytest.mark.slow
 def test_hello_through_the_torch_engine() -> None:
     through_the_model("hello", "torch")
+
+
+DEEP = """(module
+  (func $down (param i32) (result i32)
+    (if (result i32) (i32.eqz (local.get 0)) (then (i32.const 0))
+      (else (i32.add (i32.const 1) (call $down (i32.sub (local.get 0) (i32.const 1)))))))
+  (func (export "_start") (drop (call $down (i32.const 500)))))"""
+
+
+def test_recursion_past_the_models_frames_traps_with_a_note() -> None:
+    """The model holds engine_limits().call_depth_limit frames; the reference engine allows
+    50,000 by default, so the transformer's trap says why it came sooner."""
+    import wasmformer
+
+    frames = engine_limits(BUCKETS[-1]).call_depth_limit
+    assert wasmformer.run(DEEP).trap is None
+    result = wasmformer.run(DEEP, engine="fast")
+    assert result.exit_code == 134
+    assert result.trap == (f"call stack exhausted (the fast engine's model holds {frames} "
+                           f"frames; the host allows 50,000)")

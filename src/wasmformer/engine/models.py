@@ -42,6 +42,9 @@ from .sparse import sparse_copy
 # small buckets keep short runs' prefill cheap)
 BUCKETS = (2048, 8192, 2**15, 2**17, 2**18, 2**20)
 MEM_BITS = 20  # linear memory below 2**20 bytes (16 pages), every bucket
+# call depths 0..127: a call at depth 127 traps (every example stays below it; printf alone
+# is 8 frames deep). 255 is refused by the numerics guard at 2**20 positions.
+MAX_DEPTH = 128
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 SCORE_DTYPES = {"float64": "int64", "float32": "float32"}  # the attention scores per dtype
 
@@ -61,7 +64,7 @@ _fast: dict[tuple[int, str, str], Transformer] = {}
 
 def engine_limits(max_len: int) -> Limits:
     """The limits of the engine's universal model for ``max_len`` positions."""
-    return Limits(max_len=max_len, mem_bits=MEM_BITS)
+    return Limits(max_len=max_len, mem_bits=MEM_BITS, max_depth=MAX_DEPTH)
 
 
 def model_key(limits: Limits, dtype: str) -> str:

@@ -160,10 +160,19 @@ class Session:
         outcome = detokenize(tokens, callee.results)
         if outcome.trap is not None:
             outcome.trap = trap_message(outcome.trap, self.fused.code)
+            outcome.trap += self._depth_note(outcome.trap)
         end = time.perf_counter()
         first = run.first_at or end
         return Invocation(tokens, len(generated) - run.spliced, outcome, first - start,
                           end - first)
+
+    def _depth_note(self, trap: str) -> str:
+        """Why a call-depth trap came sooner than the host's limit: the model's frames."""
+        frames = engine_limits(BUCKETS[-1]).call_depth_limit
+        if trap != "call stack exhausted" or self.instance.limits.max_call_depth <= frames:
+            return ""
+        return (f" (the {self.engine} engine's model holds {frames} frames; the host allows "
+                f"{self.instance.limits.max_call_depth:,})")
 
     def _check_room(self, header: int, max_tokens: int | None) -> None:
         """Refuse a stream that cannot fit the largest proven bucket."""
