@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from wasmformer.compiler import compile_graph, lower_graph
+from wasmformer.engine import fast
+from wasmformer.engine.fast import FastDecoder, kernel_available
 from wasmformer.graph import Evaluator, Graph
 from wasmformer.graph.examples import MemoryVocab, memory
 from wasmformer.graph.output import emit_token_id
@@ -90,6 +92,28 @@ def test_kv_cache_grows_and_keeps_its_entries() -> None:
     stepped = model.run(torch.tensor([tokens[1000:]]), 1000, cache)[0]
     assert cache.layers[0].capacity == 2048
     assert torch.equal(stepped, model(torch.tensor([tokens]))[0, 1000:])
+
+
+@pytest.mark.parametrize("compiled", [False, pytest.param(True, marks=pytest.mark.skipif(
+    not kernel_available(), reason="numba is not installed"))])
+def test_fast_decoder_grows_its_arrays(monkeypatch, compiled: bool) -> None:
+    """Per-position arrays from 16 positions, doubling: the same tokens as torch's
+    (int64 scores), past several growths (compiled: the packed state is re-laid out)."""
+    monkeypatch.setattr(fast, "START_CAPACITY", 16)
+    model = build_model(compile_graph(memory(max_len=512)), torch.float64, score_dtype="int64")
+    rng = random.Random(5)
+    vocab = MemoryVocab(8, 8)
+    prompt = [rng.choice((vocab.W, vocab.R)) if i % 3 == 0 else vocab.address(rng.randrange(8))
+              if i % 3 == 1 else vocab.value(rng.randrange(8)) for i in range(100)]
+    want = model.generate(prompt, 150)
+    decoder = FastDecoder(model, compiled)
+    assert decoder.capacity == 16
+    decoder.feed(prompt[:-1])
+    decoder.pending, decoder.best = prompt[-1], None
+    if not compiled:
+        decoder.feed([])
+    assert decoder.generate(150, set()) == want
+    assert 250 <= decoder.capacity < 512 and decoder.scans == 0
 
 
 @pytest.mark.parametrize(("max_len", "mem_bits"), [(2**18, 20)])
