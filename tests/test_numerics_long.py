@@ -119,13 +119,12 @@ def test_fast_decoder_grows_its_arrays(monkeypatch, compiled: bool) -> None:
 @pytest.mark.parametrize(("max_len", "mem_bits"), [(2**18, 20)])
 def test_the_guard_proves_a_long_universal_model(max_len: int, mem_bits: int) -> None:
     """The engine's int64 scores at 2**18 positions and 2**20 bytes of memory (analysis
-    only, no weights); the same graph is refused with float64 scores."""
+    only, no weights)."""
     program = lower_graph(build_universal_graph(Limits(max_len=max_len, mem_bits=mem_bits))[0])
     report = analyse(program, torch.float64, "int64")
     assert not report.problems
     bits = {c.name: c.score_units.bit_length() for c in report.lookups}
     assert bits["mem_read"] == 61 and max(bits.values()) == 61
-    assert analyse(program, torch.float64).problems  # float64 scores: 2**53 is too small
 
 
 @pytest.mark.slow
@@ -140,3 +139,5 @@ def test_the_guard_at_the_largest_bucket_and_beyond(max_len: int, mem_bits: int,
     assert (not report.problems) == proven
     if not proven:
         assert any("'mem_read'" in p for p in report.problems)
+    else:  # float64 scores: 2**53 is far too small here
+        assert analyse(program, torch.float64).problems
