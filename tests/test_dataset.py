@@ -11,6 +11,7 @@ import pytest
 
 import wasmformer
 from wasmformer.dataset import build_record
+from wasmformer.machine.prompt import VERSION
 from wasmformer.machine.semantics import LOADS
 from wasmformer.machine.vocab import from_le, tok
 
@@ -74,7 +75,7 @@ def test_dataset_loads_with_pandas_and_matches_the_trace(tmp_path, programs, tra
         assert (row.n_prompt_tokens, row.n_trace_tokens) == (len(t.prompt), len(t.trace.tokens))
         assert row.stdout.encode() == t.stdout
         assert row.exit_code == t.exit_code and row.instructions == t.instructions
-        assert row.protocol_version == 1 and len(row.wasm_sha256) == 64
+        assert row.protocol_version == VERSION and len(row.wasm_sha256) == 64
         # the steps' spans are contiguous and concatenate to the trace exactly
         steps = list(row.steps)
         assert len(steps) == row.n_steps == len(t.trace.pcs)

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from wasmformer.compiler import compile_graph, lower_graph
+from wasmformer.engine import fast
+from wasmformer.engine.fast import FastDecoder, kernel_available
 from wasmformer.graph import Evaluator, Graph
 from wasmformer.graph.examples import MemoryVocab, memory
 from wasmformer.graph.output import emit_token_id
@@ -92,16 +94,37 @@ def test_kv_cache_grows_and_keeps_its_entries() -> None:
     assert torch.equal(stepped, model(torch.tensor([tokens]))[0, 1000:])
 
 
+@pytest.mark.parametrize("compiled", [False, pytest.param(True, marks=pytest.mark.skipif(
+    not kernel_available(), reason="numba is not installed"))])
+def test_fast_decoder_grows_its_arrays(monkeypatch, compiled: bool) -> None:
+    """Per-position arrays from 16 positions, doubling: the same tokens as torch's
+    (int64 scores), past several growths (compiled: the packed state is re-laid out)."""
+    monkeypatch.setattr(fast, "START_CAPACITY", 16)
+    model = build_model(compile_graph(memory(max_len=512)), torch.float64, score_dtype="int64")
+    rng = random.Random(5)
+    vocab = MemoryVocab(8, 8)
+    prompt = [rng.choice((vocab.W, vocab.R)) if i % 3 == 0 else vocab.address(rng.randrange(8))
+              if i % 3 == 1 else vocab.value(rng.randrange(8)) for i in range(100)]
+    want = model.generate(prompt, 150)
+    decoder = FastDecoder(model, compiled)
+    assert decoder.capacity == 16
+    decoder.feed(prompt[:-1])
+    decoder.pending, decoder.best = prompt[-1], None
+    if not compiled:
+        decoder.feed([])
+    assert decoder.generate(150, set()) == want
+    assert 250 <= decoder.capacity < 512 and decoder.scans == 0
+
+
 @pytest.mark.parametrize(("max_len", "mem_bits"), [(2**18, 20)])
 def test_the_guard_proves_a_long_universal_model(max_len: int, mem_bits: int) -> None:
     """The engine's int64 scores at 2**18 positions and 2**20 bytes of memory (analysis
-    only, no weights); the same graph is refused with float64 scores."""
+    only, no weights)."""
     program = lower_graph(build_universal_graph(Limits(max_len=max_len, mem_bits=mem_bits))[0])
     report = analyse(program, torch.float64, "int64")
     assert not report.problems
     bits = {c.name: c.score_units.bit_length() for c in report.lookups}
     assert bits["mem_read"] == 61 and max(bits.values()) == 61
-    assert analyse(program, torch.float64).problems  # float64 scores: 2**53 is too small
 
 
 @pytest.mark.slow
@@ -116,3 +139,5 @@ def test_the_guard_at_the_largest_bucket_and_beyond(max_len: int, mem_bits: int,
     assert (not report.problems) == proven
     if not proven:
         assert any("'mem_read'" in p for p in report.problems)
+    else:  # float64 scores: 2**53 is far too small here
+        assert analyse(program, torch.float64).problems

@@ -146,7 +146,8 @@ def test_limits_refuse_what_the_keys_do_not_cover() -> None:
 
 @pytest.mark.slow
 def test_float64_refuses_memory_beyond_the_proven_range() -> None:
-    """mem_bits 20 at max_len 2048: the memory read's scores reach 2**55 (docs/UNIVERSAL.md)."""
+    """mem_bits 20 at max_len 2048: the memory read's scores reach 2**53.3, over float64
+    scores' 2**53 (int64 scores prove it: docs/UNIVERSAL.md)."""
     g = build_universal_graph(Limits(max_len=MAX_LEN, ops=("i32.add",), mem_bits=20))[0]
     with pytest.raises(NumericsError, match="mem_read"):
         build_model(compile_graph(g), torch.float64)

@@ -219,6 +219,8 @@ class FastDecoder:
         if positions <= self.capacity:
             return
         old, new = self.capacity, min(self.max_len, max(positions, 2 * self.capacity))
+        if new == old:
+            return  # at max_len already: check_runtime refuses what does not fit
         for layer in self.layers:
             for head in layer.heads:
                 head.keys = _grown(head.keys, new)

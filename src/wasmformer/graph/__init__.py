@@ -34,7 +34,7 @@ API (what the compiler reads is marked *)::
     generate(g, prompt, max_new_tokens, stop=()) -> new tokens
 
 Helpers: ``functions`` (step, equals, piecewise_linear, clamp, product, select, minimum,
-maximum), ``output`` (emit_token_id, emit_selected), ``examples`` (running_sum, memory).
+maximum, clamped_key: a lookup key clamped with its square, for ``lookup(key_square=)``), ``output`` (emit_token_id, emit_selected), ``examples`` (running_sum, memory).
 Values are ints or Fractions; a float is refused. Lookup semantics: nearest key to the
 query, latest position on ties, all outputs 0 when there is no candidate (strict, p == 0).
 """
