@@ -79,8 +79,9 @@ def run_columns(column_logits, pa: torch.Tensor, pb: torch.Tensor, a: torch.Tens
 
 class NeuralAdder(nn.Module):
     """A column adder to be learnt: (a's distribution, b's, the carry's) -> logits over the
-    column result s = 0..19. Straight-through on the digits like the computer, so the
-    forward sees the sampled digits and the backward the distributions."""
+    column result s = 0..19. It reads the distributions themselves (a plain differentiable
+    module needs no sampling); the carry is the hard one (s >= 10 of the column before)
+    plus the straight-through part of P(s >= 10), as for the computer."""
 
     def __init__(self, hidden: int = 64):
         super().__init__()

@@ -134,7 +134,12 @@ class Memo:
 
     INPUTS = [(a, b, c) for a in range(10) for b in range(10) for c in range(2)]
 
-    def __init__(self, column: Column, path=None, chunk: int = 25, log=None):
+    def __init__(self, column: Column, path=None, chunk: int = 25, log=None,
+                 inputs: list[tuple[int, int, int]] | None = None):
+        self.inputs = inputs or self.INPUTS  # a subset only for tests
+        self.lookup = torch.full((len(self.INPUTS),), -1, dtype=torch.long)
+        for k, (a, b, c) in enumerate(self.inputs):
+            self.lookup[(a * 10 + b) * 2 + c] = k
         if path is not None and Path(path).exists():
             saved = torch.load(path)
             self.logits, self.jacobian, self.exact = saved["logits"], saved["jacobian"], \
@@ -142,8 +147,8 @@ class Memo:
             return
         basis, coefficients = tangent_basis(column)
         logits, jacobians = [], []
-        for i in range(0, len(self.INPUTS), chunk):
-            part = self.INPUTS[i:i + chunk]
+        for i in range(0, len(self.inputs), chunk):
+            part = self.inputs[i:i + chunk]
             base = torch.stack([one_hot_inputs(*x) for x in part])
             cols = []
             for direction in basis:
@@ -154,18 +159,20 @@ class Memo:
             logits.append(value)
             jacobians.append(torch.stack(cols, dim=-1) @ coefficients)  # (chunk, V, 22)
             if log is not None:
-                log(f"memo: {i + len(part)} / {len(self.INPUTS)} columns")
+                log(f"memo: {i + len(part)} / {len(self.inputs)} columns")
         self.logits = torch.cat(logits)  # (200, V)
         self.jacobian = torch.cat(jacobians)  # (200, V, 22)
-        self.exact = column.exact(self.INPUTS)
+        self.exact = column.exact(self.inputs)
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             torch.save({"logits": self.logits, "jacobian": self.jacobian,
                         "exact": self.exact}, path)
 
-    @staticmethod
-    def index(a: torch.Tensor, b: torch.Tensor, carry: torch.Tensor) -> torch.Tensor:
-        return (a * 10 + b) * 2 + carry
+    def index(self, a: torch.Tensor, b: torch.Tensor, carry: torch.Tensor) -> torch.Tensor:
+        u = self.lookup[(a * 10 + b) * 2 + carry]
+        if bool((u < 0).any()):
+            raise KeyError("a column input outside this memo")
+        return u
 
     def result_logits(self, a: torch.Tensor, b: torch.Tensor, carry: torch.Tensor,
                       soft: torch.Tensor) -> torch.Tensor:
