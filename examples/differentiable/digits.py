@@ -73,8 +73,10 @@ def test_sums(count: int, n: int, pool: int, seed: int = 1) -> torch.Tensor:
 class Learner:
     """The network and (for ``neural``) the adder, one method's loss and its decoding."""
 
-    def __init__(self, method: str, estimator: str, score: float, memo=None):
+    def __init__(self, method: str, estimator: str, score: float, memo=None,
+                 temperature: float = 1.0):
         self.method, self.estimator, self.score = method, estimator, score
+        self.temperature = temperature
         self.net = network()
         self.adder = NeuralAdder() if method == "neural" else None
         self.memo = memo
@@ -104,7 +106,12 @@ class Learner:
         probs = torch.softmax(logits, dim=-1)
         if self.method == "exact":
             return -exact_log_likelihood(probs[:, 0], probs[:, 1], target).mean()
-        digits = self.hard_digits(probs.detach())
+        if self.estimator == "gumbel":  # the sample is argmax(log p + g); the backward
+            noisy = torch.log_softmax(logits, -1) - torch.empty_like(logits).exponential_().log()
+            digits = noisy.argmax(-1).detach()  # goes through softmax((log p + g) / tau)
+            probs = torch.softmax(noisy / self.temperature, -1)
+        else:
+            digits = self.hard_digits(probs.detach())
         per_sum, _ = run_columns(self.column_logits(), probs[:, 0], probs[:, 1],
                                  digits[:, 0], digits[:, 1], target)
         loss = per_sum.mean()
@@ -140,11 +147,11 @@ def evaluate(learner: Learner, test, sums: dict[int, torch.Tensor]) -> dict:
 
 
 def train(method: str, n: int, epochs: int, *, lr: float = 3e-3, seed: int = 0,
-          estimator: str = "sample", score: float = 0.0, test_digits=(),
-          memo=None, log=print) -> dict:
+          estimator: str = "sample", score: float = 0.0, temperature: float = 1.0,
+          test_digits=(), memo=None, log=print) -> dict:
     torch.manual_seed(seed)
     train_set, test = load_split()
-    learner = Learner(method, estimator, score, memo)
+    learner = Learner(method, estimator, score, memo, temperature)
     opt = torch.optim.Adam(learner.parameters(), lr=lr)
     x, y = train_set
     per_step = max(1, IMAGES_PER_STEP // (2 * n))
@@ -166,7 +173,7 @@ def train(method: str, n: int, epochs: int, *, lr: float = 3e-3, seed: int = 0,
         log(json.dumps(row))
     final = curve[-1]
     return {"method": method, "digits": n, "epochs": epochs, "estimator": estimator,
-            "score": score, "lr": lr, "seed": seed, "train_seconds": final["seconds"],
+            "score": score, "temperature": temperature, "lr": lr, "seed": seed, "train_seconds": final["seconds"],
             **{k: v for k, v in final.items() if k not in ("epoch", "seconds", "loss")},
             "curve": curve}
 
@@ -178,8 +185,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--estimator", choices=("sample", "argmax"), default="sample",
-                        help="the hard digits the program runs on")
+    parser.add_argument("--estimator", choices=("sample", "argmax", "gumbel"),
+                        default="sample",
+                        help="the hard digits the program runs on: sampled from p (backward "
+                        "through p), argmax of p, or Gumbel-max (backward through the "
+                        "Gumbel-softmax at --temperature)")
+    parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--score", type=float, default=0.0,
                         help="weight of the score-function term (0: pathwise only)")
     parser.add_argument("--test-digits", type=int, nargs="*", default=[],
@@ -200,7 +211,8 @@ def main() -> None:
             sys.exit("digits: the transformer's column trace is not exact")
         print(f"memo ready in {time.time() - built:.0f} s", flush=True)
     result = train(a.method, a.digits, a.epochs, lr=a.lr, seed=a.seed,
-                   estimator=a.estimator, score=a.score, test_digits=a.test_digits,
+                   estimator=a.estimator, score=a.score, temperature=a.temperature,
+                   test_digits=a.test_digits,
                    memo=memo, log=lambda s: print(s, flush=True))
     print(json.dumps({k: v for k, v in result.items() if k != "curve"}))
     if a.json:
