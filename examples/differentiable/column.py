@@ -214,3 +214,17 @@ def one_hot_inputs(a: int, b: int, carry: int) -> torch.Tensor:
     x = torch.zeros(TANGENTS, dtype=torch.float64)
     x[a], x[10 + b], x[20 + carry] = 1.0, 1.0, 1.0
     return x
+
+
+class Live:
+    """``Memo``'s interface on the live transformer (a pass per batch; slow, for checks)."""
+
+    def __init__(self, column: Column):
+        self.column, self.exact = column, True
+
+    def result_logits(self, a: torch.Tensor, b: torch.Tensor, carry: torch.Tensor,
+                      soft: torch.Tensor) -> torch.Tensor:
+        inputs = list(zip(a.tolist(), b.tolist(), carry.tolist(), strict=True))
+        if not self.column.exact(inputs):
+            raise RuntimeError("the transformer's column trace is not exact")
+        return live_result_logits(self.column, inputs, soft)

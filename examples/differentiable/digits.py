@@ -74,9 +74,9 @@ class Learner:
     """The network and (for ``neural``) the adder, one method's loss and its decoding."""
 
     def __init__(self, method: str, estimator: str, score: float, memo=None,
-                 temperature: float = 1.0):
+                 temperature: float = 1.0, pathwise: float = 1.0):
         self.method, self.estimator, self.score = method, estimator, score
-        self.temperature = temperature
+        self.temperature, self.pathwise = temperature, pathwise
         self.net = network()
         self.adder = NeuralAdder() if method == "neural" else None
         self.memo = memo
@@ -114,7 +114,7 @@ class Learner:
             digits = self.hard_digits(probs.detach())
         per_sum, _ = run_columns(self.column_logits(), probs[:, 0], probs[:, 1],
                                  digits[:, 0], digits[:, 1], target)
-        loss = per_sum.mean()
+        loss = self.pathwise * per_sum.mean()
         if self.score:  # score function: the exact execution's loss as a (negative) reward
             logp = torch.log_softmax(logits, -1).gather(-1, digits[..., None])[..., 0]
             advantage = per_sum.detach() - per_sum.detach().mean()
@@ -148,10 +148,10 @@ def evaluate(learner: Learner, test, sums: dict[int, torch.Tensor]) -> dict:
 
 def train(method: str, n: int, epochs: int, *, lr: float = 3e-3, seed: int = 0,
           estimator: str = "sample", score: float = 0.0, temperature: float = 1.0,
-          test_digits=(), memo=None, log=print) -> dict:
+          pathwise: float = 1.0, test_digits=(), memo=None, log=print) -> dict:
     torch.manual_seed(seed)
     train_set, test = load_split()
-    learner = Learner(method, estimator, score, memo, temperature)
+    learner = Learner(method, estimator, score, memo, temperature, pathwise)
     opt = torch.optim.Adam(learner.parameters(), lr=lr)
     x, y = train_set
     per_step = max(1, IMAGES_PER_STEP // (2 * n))
@@ -173,7 +173,7 @@ def train(method: str, n: int, epochs: int, *, lr: float = 3e-3, seed: int = 0,
         log(json.dumps(row))
     final = curve[-1]
     return {"method": method, "digits": n, "epochs": epochs, "estimator": estimator,
-            "score": score, "temperature": temperature, "lr": lr, "seed": seed, "train_seconds": final["seconds"],
+            "score": score, "temperature": temperature, "pathwise": pathwise, "lr": lr, "seed": seed, "train_seconds": final["seconds"],
             **{k: v for k, v in final.items() if k not in ("epoch", "seconds", "loss")},
             "curve": curve}
 
@@ -191,12 +191,17 @@ def main() -> None:
                         "through p), argmax of p, or Gumbel-max (backward through the "
                         "Gumbel-softmax at --temperature)")
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--pathwise", type=float, default=1.0,
+                        help="weight of the gradient through the transformer (0: score "
+                        "function alone)")
     parser.add_argument("--score", type=float, default=0.0,
                         help="weight of the score-function term (0: pathwise only)")
     parser.add_argument("--test-digits", type=int, nargs="*", default=[],
                         help="also measure sum accuracy at these N (generalisation)")
     parser.add_argument("--memo", type=Path, default=MEMO,
                         help="cache of the transformer's column values and Jacobians")
+    parser.add_argument("--live", action="store_true",
+                        help="run the transformer every batch instead of the memo (slow)")
     parser.add_argument("--json", type=Path)
     a = parser.parse_args()
     torch.set_num_threads(1)
@@ -204,14 +209,15 @@ def main() -> None:
         sys.exit("digits: --digits must be 1..15")
     memo = None
     if a.method == "computer":
-        from column import Column, Memo
+        from column import Column, Live, Memo
         built = time.time()
-        memo = Memo(Column(), a.memo)
+        memo = Live(Column()) if a.live else Memo(Column(), a.memo)
         if not memo.exact:
             sys.exit("digits: the transformer's column trace is not exact")
         print(f"memo ready in {time.time() - built:.0f} s", flush=True)
     result = train(a.method, a.digits, a.epochs, lr=a.lr, seed=a.seed,
                    estimator=a.estimator, score=a.score, temperature=a.temperature,
+                   pathwise=a.pathwise,
                    test_digits=a.test_digits,
                    memo=memo, log=lambda s: print(s, flush=True))
     print(json.dumps({k: v for k, v in result.items() if k != "curve"}))

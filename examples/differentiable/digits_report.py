@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("--estimator", default="sample")
     parser.add_argument("--score", type=float, default=0.0)
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--pathwise", type=float, default=1.0)
     parser.add_argument("--out", type=Path, default=Path("docs/digits"))
     a = parser.parse_args()
     torch.set_num_threads(1)
@@ -99,7 +100,7 @@ def main() -> None:
     for method in a.methods:
         for seed in a.seeds:
             result = train(method, n, a.epochs, seed=seed, estimator=a.estimator,
-                           score=a.score, temperature=a.temperature,
+                           score=a.score, temperature=a.temperature, pathwise=a.pathwise,
                            test_digits=GENERALISE.get(n, ()), memo=memo, log=lambda s: None)
             print(json.dumps({k: v for k, v in result.items() if k != "curve"}), flush=True)
             runs.append(result)
