@@ -7,7 +7,7 @@ written digit s mod 10 and the carry s div 10 into the next column. Adding two N
 numbers runs N + 1 columns, one stream each (the last with a = b = 0 writes the final
 carry); column i's carry argument is column i-1's result >= 10.
 
-Straight-through (``StraightThrough``): the forward pass runs the transformer on *hard*
+Straight-through (``live_result_logits``): the forward pass runs the transformer on *hard*
 tokens (a sampled digit per image), so every logit is the built model's and the trace is
 the program's real execution (checked: every argmax is the reference machine's next
 token). The backward pass treats each input as a soft token: a digit token's row is
@@ -179,6 +179,8 @@ class Memo:
         """Straight-through logits (B, V): the transformer's value at the hard inputs, the
         gradient its Jacobian there times the soft inputs' straight-through part."""
         u = self.index(a, b, carry)
+        if not (torch.is_grad_enabled() and soft.requires_grad):  # no gradient to carry
+            return self.logits[u]
         return self.logits[u] + (self.jacobian[u] @ (soft - soft.detach())[..., None])[..., 0]
 
 

@@ -59,8 +59,14 @@ def load_split(seed: int = 0):
     return (x[train], y[train]), (x[test], y[test])
 
 
-def network() -> nn.Module:
-    return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10)).double()
+def network(head: str = "softmax") -> nn.Module:
+    """The MLP 64 -> 128 -> 10 digit logits; "unimodal": logits -(v - 4.5 - mu)^2 / 0.5
+    from one output mu (``digits_meanfield.UnimodalHead``), a single peak that moves
+    smoothly with mu."""
+    from digits_meanfield import UnimodalHead
+
+    last = nn.Linear(128, 10) if head == "softmax" else UnimodalHead(128)
+    return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), last).double()
 
 
 def test_sums(count: int, n: int, pool: int, seed: int = 1) -> torch.Tensor:
@@ -74,10 +80,11 @@ class Learner:
     """The network and (for ``neural``) the adder, one method's loss and its decoding."""
 
     def __init__(self, method: str, estimator: str, score: float, memo=None,
-                 temperature: float = 1.0, pathwise: float = 1.0):
+                 temperature: float = 1.0, pathwise: float = 1.0, entropy: float = 0.0,
+                 head: str = "softmax"):
         self.method, self.estimator, self.score = method, estimator, score
-        self.temperature, self.pathwise = temperature, pathwise
-        self.net = network()
+        self.temperature, self.pathwise, self.entropy = temperature, pathwise, entropy
+        self.net = network(head)
         self.adder = NeuralAdder() if method == "neural" else None
         self.memo = memo
 
@@ -112,13 +119,17 @@ class Learner:
             probs = torch.softmax(noisy / self.temperature, -1)
         else:
             digits = self.hard_digits(probs.detach())
-        per_sum, _ = run_columns(self.column_logits(), probs[:, 0], probs[:, 1],
-                                 digits[:, 0], digits[:, 1], target)
+        per_sum, printed = run_columns(self.column_logits(), probs[:, 0], probs[:, 1],
+                                       digits[:, 0], digits[:, 1], target)
         loss = self.pathwise * per_sum.mean()
-        if self.score:  # score function: the exact execution's loss as a (negative) reward
+        if self.score:  # score function; reward: the share of the sum's digits printed right
             logp = torch.log_softmax(logits, -1).gather(-1, digits[..., None])[..., 0]
-            advantage = per_sum.detach() - per_sum.detach().mean()
-            loss = loss + self.score * (advantage * logp.sum((1, 2))).mean()
+            reward = (printed == target).double().mean(-1)
+            advantage = reward - reward.mean()
+            loss = loss - self.score * (advantage * logp.sum((1, 2))).mean()
+        if self.entropy:  # asks for spread-out distributions (against early collapse)
+            entropy = -(probs * torch.log_softmax(logits, -1)).sum(-1).mean()
+            loss = loss - self.entropy * entropy
         return loss
 
     @torch.no_grad()
@@ -148,10 +159,11 @@ def evaluate(learner: Learner, test, sums: dict[int, torch.Tensor]) -> dict:
 
 def train(method: str, n: int, epochs: int, *, lr: float = 3e-3, seed: int = 0,
           estimator: str = "sample", score: float = 0.0, temperature: float = 1.0,
-          pathwise: float = 1.0, test_digits=(), memo=None, log=print) -> dict:
+          pathwise: float = 1.0, entropy: float = 0.0, head: str = "softmax",
+          test_digits=(), memo=None, log=print) -> dict:
     torch.manual_seed(seed)
     train_set, test = load_split()
-    learner = Learner(method, estimator, score, memo, temperature, pathwise)
+    learner = Learner(method, estimator, score, memo, temperature, pathwise, entropy, head)
     opt = torch.optim.Adam(learner.parameters(), lr=lr)
     x, y = train_set
     per_step = max(1, IMAGES_PER_STEP // (2 * n))
@@ -166,14 +178,15 @@ def train(method: str, n: int, epochs: int, *, lr: float = 3e-3, seed: int = 0,
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(batch)
+            total += float(loss.detach()) * len(batch)
         row = {"epoch": epoch + 1, "loss": total / len(groups),
                "seconds": time.time() - start, **evaluate(learner, test, sums)}
         curve.append(row)
         log(json.dumps(row))
     final = curve[-1]
     return {"method": method, "digits": n, "epochs": epochs, "estimator": estimator,
-            "score": score, "temperature": temperature, "pathwise": pathwise, "lr": lr, "seed": seed, "train_seconds": final["seconds"],
+            "score": score, "temperature": temperature, "pathwise": pathwise, "entropy": entropy, "head": head,
+            "lr": lr, "seed": seed, "train_seconds": final["seconds"],
             **{k: v for k, v in final.items() if k not in ("epoch", "seconds", "loss")},
             "curve": curve}
 
@@ -194,6 +207,9 @@ def main() -> None:
     parser.add_argument("--pathwise", type=float, default=1.0,
                         help="weight of the gradient through the transformer (0: score "
                         "function alone)")
+    parser.add_argument("--head", choices=("softmax", "unimodal"), default="softmax")
+    parser.add_argument("--entropy", type=float, default=0.0,
+                        help="weight of an entropy bonus on the digit distributions")
     parser.add_argument("--score", type=float, default=0.0,
                         help="weight of the score-function term (0: pathwise only)")
     parser.add_argument("--test-digits", type=int, nargs="*", default=[],
@@ -217,7 +233,7 @@ def main() -> None:
         print(f"memo ready in {time.time() - built:.0f} s", flush=True)
     result = train(a.method, a.digits, a.epochs, lr=a.lr, seed=a.seed,
                    estimator=a.estimator, score=a.score, temperature=a.temperature,
-                   pathwise=a.pathwise,
+                   pathwise=a.pathwise, entropy=a.entropy, head=a.head,
                    test_digits=a.test_digits,
                    memo=memo, log=lambda s: print(s, flush=True))
     print(json.dumps({k: v for k, v in result.items() if k != "curve"}))
