@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from digits import MEMO, METHODS, train  # noqa: E402
 
 GENERALISE = {2: (4, 15)}
+TABLE_HEAD = ("| N | method | digit acc. (held out) | sum acc. | training s | ceiling p^(2N) "
+              "| sum acc. at N=4 / 15 (trained at 2) |\n|---|---|---|---|---|---|---|")
 
 
 def plot(runs: list[dict], n: int, path: Path) -> None:
@@ -68,17 +70,20 @@ def rows(runs: list[dict], n: int) -> list[str]:
         mine = [r for r in runs if r["method"] == method]
         if not mine:
             continue
-        extra = " | ".join(spread([r[f"sum_acc_{m}"] for r in mine]) for m in GENERALISE.get(n, ()))
+        extra = " / ".join(spread([r[f"sum_acc_{m}"] for r in mine])
+                           for m in GENERALISE.get(n, ()))
         out.append(f"| {n} | {method} | {spread([r['digit_acc'] for r in mine])} | "
                    f"{spread([r[f'sum_acc_{n}'] for r in mine])} | "
                    f"{mean(r['train_seconds'] for r in mine):.0f} | "
-                   f"{spread(ceiling) if ceiling else ''} |" + (f" {extra} |" if extra else ""))
+                   f"{spread(ceiling) if ceiling else ''} | {extra} |")
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--digits", type=int, required=True)
+    parser.add_argument("--digits", type=int)
+    parser.add_argument("--table", action="store_true",
+                        help="only print the whole table from the results files in --out")
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=30)
@@ -88,6 +93,14 @@ def main() -> None:
     parser.add_argument("--pathwise", type=float, default=1.0)
     parser.add_argument("--out", type=Path, default=Path("docs/digits"))
     a = parser.parse_args()
+    if a.table:
+        print(TABLE_HEAD)
+        for path in sorted(a.out.glob("results-N*.json"), key=lambda p: int(p.stem[9:])):
+            runs = json.loads(path.read_text())
+            print("\n".join(rows(runs, runs[0]["digits"])))
+        return
+    if a.digits is None:
+        sys.exit("digits_report: --digits N (or --table)")
     torch.set_num_threads(1)
     memo = None
     if "computer" in a.methods:
