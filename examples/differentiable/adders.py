@@ -3,8 +3,9 @@
 All three see the same thing per column i of a sum (least significant first): the two
 digit distributions and a carry-in, and all three are scored the same way: the column's
 result s (0..19) must write the sum's digit, s mod 10 = T_i (s = T_i or T_i + 10; the carry
-out is not known without digit labels, so both count). Column N (a = b = 0) writes the final
-carry.
+out is not known without digit labels, so both count), except the last digit column, whose
+carry out is the sum's top digit: there s = T_(N-1) + 10 T_N. Column N (a = b = 0) writes
+the final carry.
 
 - ``computer_columns``: the frozen transformer running ``column.COLUMN``, straight-through
   (``column.Memo`` or the live model).
@@ -23,9 +24,13 @@ import torch
 from torch import nn
 
 
-def digit_event_log_prob(log_probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def digit_event_log_prob(log_probs: torch.Tensor, target: torch.Tensor,
+                         carry_out: torch.Tensor | None = None) -> torch.Tensor:
     """log P(s mod 10 = target) from log-probabilities (B, >= 20) over s = 0..19 (and
-    whatever else the row covers)."""
+    whatever else the row covers); log P(s = target + 10 carry_out) when the carry out is
+    known (the last digit column: the sum's top digit is its carry)."""
+    if carry_out is not None:
+        return log_probs.gather(-1, (target + 10 * carry_out)[..., None])[..., 0]
     both = torch.stack([target, target + 10], dim=-1)
     return torch.logsumexp(log_probs.gather(-1, both), dim=-1)
 
@@ -69,7 +74,8 @@ def run_columns(column_logits, pa: torch.Tensor, pb: torch.Tensor, a: torch.Tens
         logits = column_logits(da, db, carry, soft)
         log_probs = torch.log_softmax(logits, dim=-1)
         if target is not None:
-            loss = loss - digit_event_log_prob(log_probs, target[:, i])
+            known = target[:, n] if i == n - 1 else None
+            loss = loss - digit_event_log_prob(log_probs, target[:, i], known)
         s = logits.argmax(-1)
         printed.append(s % 10)
         carry = (s >= 10).long()
@@ -128,3 +134,31 @@ def brute_force_probability(pa: torch.Tensor, pb: torch.Tensor, total: int) -> f
             if a + sum(d * 10**i for i, d in enumerate(db)) == total:
                 prob += pa_val * float(torch.prod(pb[torch.arange(n), torch.tensor(db)]))
     return prob
+
+
+def local_expectation_columns(memo, pa: torch.Tensor, pb: torch.Tensor, a: torch.Tensor,
+                              b: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per sum (B,): sum over the columns and over the two digits of E_{v ~ p}[loss if that
+    digit were v], the other inputs at their sampled values, with the loss at v taken from
+    the transformer's first-order model around the executed point: logits(s) + J (e_v - e_s)
+    (``column.Memo``: its logits and Jacobian at the hard inputs). Differentiable in pa, pb
+    (the weights p_v); the transformer's values and Jacobian are constants."""
+    bsz, n = a.shape
+    carry = torch.zeros(bsz, dtype=torch.long)
+    loss = torch.zeros(bsz, dtype=pa.dtype)
+    for i in range(n + 1):
+        da, db = (a[:, i], b[:, i]) if i < n else (carry * 0, carry * 0)
+        u = memo.index(da, db, carry)
+        logits, jac = memo.logits[u], memo.jacobian[u]  # (B, V), (B, V, 22)
+        if i < n:
+            for block, digit, probs in ((0, da, pa[:, i]), (10, db, pb[:, i])):
+                moves = jac[:, :, block:block + 10]
+                here = moves.gather(2, digit[:, None, None].expand(-1, moves.shape[1], 1))
+                alternatives = logits[:, :, None] + moves - here  # (B, V, 10)
+                log_probs = torch.log_softmax(alternatives, dim=1).transpose(1, 2)
+                known = target[:, n, None].expand(-1, 10) if i == n - 1 else None
+                event = digit_event_log_prob(log_probs, target[:, i, None].expand(-1, 10),
+                                             known)
+                loss = loss - (probs * event).sum(-1)
+        carry = (logits.argmax(-1) >= 10).long()
+    return loss

@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from adders import (  # noqa: E402
     NeuralAdder,
     exact_log_likelihood,
+    local_expectation_columns,
     run_columns,
     sum_digits,
 )
@@ -99,7 +100,7 @@ class Learner:
 
     def hard_digits(self, probs: torch.Tensor) -> torch.Tensor:
         if self.estimator == "argmax":
-            return probs.argmax(-1)
+            return probs.argmax(-1)  # "local" samples too
         flat = probs.reshape(-1, 10)
         return torch.multinomial(flat, 1).view(probs.shape[:-1])
 
@@ -119,6 +120,9 @@ class Learner:
             probs = torch.softmax(noisy / self.temperature, -1)
         else:
             digits = self.hard_digits(probs.detach())
+        if self.estimator == "local":
+            return local_expectation_columns(self.memo, probs[:, 0], probs[:, 1],
+                                             digits[:, 0], digits[:, 1], target).mean()
         per_sum, printed = run_columns(self.column_logits(), probs[:, 0], probs[:, 1],
                                        digits[:, 0], digits[:, 1], target)
         loss = self.pathwise * per_sum.mean()
@@ -198,11 +202,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--estimator", choices=("sample", "argmax", "gumbel"),
+    parser.add_argument("--estimator", choices=("sample", "argmax", "gumbel", "local"),
                         default="sample",
                         help="the hard digits the program runs on: sampled from p (backward "
                         "through p), argmax of p, or Gumbel-max (backward through the "
-                        "Gumbel-softmax at --temperature)")
+                        "Gumbel-softmax at --temperature); local: sampled, and each digit's "
+                        "alternatives scored by the transformer's first-order model")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--pathwise", type=float, default=1.0,
                         help="weight of the gradient through the transformer (0: score "
