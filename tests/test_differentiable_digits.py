@@ -78,6 +78,7 @@ def test_gradient_crosses_the_trace_to_the_digit_tokens(column: Column) -> None:
     assert grads[1][:, 1].abs().min(-1).values.gt(0).all()
 
 
+@pytest.mark.slow  # 9 forward-mode passes through 3 passes of the model: ~20-50 s here
 def test_memo_equals_the_live_transformer(column: Column) -> None:
     inputs = [(3, 7, 1)]
     memo = Memo(column, inputs=inputs)
