@@ -195,6 +195,30 @@ def train(method: str, n: int, epochs: int, *, lr: float = 3e-3, seed: int = 0,
             "curve": curve}
 
 
+def plot_curve(result: dict, path: Path) -> None:
+    """Held-out digit accuracy and sum accuracy at every measured N, by epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = result["curve"]
+    epochs = [row["epoch"] for row in curve]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for key in [k for k in curve[0] if k == "digit_acc" or k.startswith("sum_acc_")]:
+        label = "digits" if key == "digit_acc" else f"sums, N = {key[8:]}"
+        ax.plot(epochs, [100 * row[key] for row in curve], label=label)
+    ax.set_title(f"{result['method']}, trained at N = {result['digits']}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("held-out accuracy, %")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--digits", type=int, default=1)
@@ -224,7 +248,11 @@ def main() -> None:
     parser.add_argument("--live", action="store_true",
                         help="run the transformer every batch instead of the memo (slow)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--png", type=Path, help="plot the curves of --json's file (no run)")
     a = parser.parse_args()
+    if a.png:
+        plot_curve(json.loads(a.json.read_text()), a.png)
+        return
     torch.set_num_threads(1)
     if not 1 <= a.digits <= 15:
         sys.exit("digits: --digits must be 1..15")
