@@ -103,9 +103,9 @@ def test_docs_example_runs() -> None:
 
 
 def test_digit_demo_pieces() -> None:
-    """digits.py: a number's byte marginals, the frozen computer's hard sums, and a loss
+    """digits_meanfield.py: a number's byte marginals, the frozen computer's hard sums, and a loss
     whose gradient reaches the digit distributions."""
-    from digits import Computer, number_bytes, numbers
+    from digits_meanfield import Computer, number_bytes, numbers
 
     digits = torch.tensor([[7, 3, 9, 1], [0, 0, 5, 2]])  # 1937 and 2500, low digit first
     one_hot = torch.nn.functional.one_hot(digits, 10).double()

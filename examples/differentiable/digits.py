@@ -1,22 +1,23 @@
-"""Demo 1: learning digits through a program running in the frozen transformer.
+"""Demo 1 and 2: learning digits from sums, through a program running in the frozen
+transformer, beside a neural adder, exact inference and the supervised ceiling.
 
-    PYTHONPATH=src python examples/differentiable/digits.py --digits 1 [--epochs 20]
+    PYTHONPATH=src python examples/differentiable/digits.py --digits 1 --method computer
 
-scikit-learn's bundled ``load_digits`` (8x8 images, no download), a fixed split (seed 0,
-30% held out). A small MLP reads 2N images (two N-digit numbers) and emits a distribution
-over 0..9 per image. The distributions become the soft argument bytes of
-``add(a, b)`` (``common.ADD``, one i32.add) in the universal transformer: the number
-a = sum d_i 10^i has the distribution of the product of its digits' distributions, and
-each of its 4 little-endian bytes is the soft token of that byte's marginal. The
-transformer, frozen, runs the program teacher-forced; the loss is the cross-entropy of the
-trace tokens that carry the program's result (the sum's 4 bytes). The network never sees
-a digit label.
+scikit-learn's bundled ``load_digits`` (8x8, no download), a fixed split (seed 0: 1,258
+training images, 539 held out). An MLP 64 -> 128 -> 10 reads the 2N images of two N-digit
+numbers; the only training signal is their sum. Methods (``adders``):
 
-Reported: per-digit accuracy (argmax) on held-out images, sum accuracy (the frozen
-transformer, hard, greedily running add on the argmax digits), training time, and the
-supervised ceiling p^(2N) (the same MLP trained on digit labels, same split and budget).
-The results, and why a free softmax head does not learn here (soft tokens are a mean
-field): docs/DIFFERENTIABLE.md.
+- ``computer``: the network's digit distributions feed the column-addition program in the
+  frozen universal transformer (``column.COLUMN``), straight-through: forward on sampled
+  digits (the exact execution), gradient through the transformer's Jacobian there.
+- ``neural``: the same, with a learnt MLP column adder in place of the transformer.
+- ``exact``: the exact log-likelihood of the sum (carry forward pass), no adder.
+- ``supervised``: the network trained on the digit labels (the ceiling p^(2N)).
+
+A step sees 32 training images (32 // (2N) sums; one sum of 30 images at N = 15); an epoch
+sees each training image once. Held out: per-image digit accuracy on the 539 test images,
+and sum accuracy on 1,000 sums drawn from test images only (fixed seed), at the trained N
+and at ``--test-digits``. The curves and the numbers: docs/DIFFERENTIABLE.md.
 """
 
 from __future__ import annotations
@@ -32,11 +33,18 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import ADD, model_for, run_of  # noqa: E402
+from adders import (  # noqa: E402
+    NeuralAdder,
+    exact_log_likelihood,
+    local_expectation_columns,
+    run_columns,
+    sum_digits,
+)
 
-from wasmformer.model import differentiable as D  # noqa: E402
-
-WIDTH = 4  # bytes of an i32 argument
+METHODS = ("computer", "neural", "exact", "supervised")
+IMAGES_PER_STEP = 32
+TEST_SUMS = 1000
+MEMO = Path(__file__).parent / ".cache" / "column-memo.pt"
 
 
 def load_split(seed: int = 0):
@@ -44,193 +52,226 @@ def load_split(seed: int = 0):
         from sklearn.datasets import load_digits
     except ImportError:
         sys.exit("digits.py needs scikit-learn (the test extra: pip install -e '.[test]')")
-
     data = load_digits()
     x = torch.tensor(data.data, dtype=torch.float64) / 16
     y = torch.tensor(data.target)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    test = order[:int(0.3 * len(y))]
-    train = order[int(0.3 * len(y)):]
+    test, train = order[:int(0.3 * len(y))], order[int(0.3 * len(y)):]
     return (x[train], y[train]), (x[test], y[test])
 
 
-class UnimodalHead(nn.Module):
-    """Logits -(v - mu)^2 / (2 sigma^2) over the digits v = 0..9 from one output mu: a
-    distribution with a single peak whose mean moves smoothly with mu."""
-
-    def __init__(self, width: int, sigma: float = 0.5):
-        super().__init__()
-        self.mu = nn.Linear(width, 1)
-        self.sigma = sigma
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        v = torch.arange(10, dtype=h.dtype)
-        return -(v - 4.5 - self.mu(h)) ** 2 / (2 * self.sigma**2)
-
-
 def network(head: str = "softmax") -> nn.Module:
-    """The MLP 64 -> 128 -> 10 digit logits ("softmax": a free distribution; "unimodal":
-    ``UnimodalHead``)."""
+    """The MLP 64 -> 128 -> 10 digit logits; "unimodal": logits -(v - 4.5 - mu)^2 / 0.5
+    from one output mu (``digits_meanfield.UnimodalHead``), a single peak that moves
+    smoothly with mu."""
+    from digits_meanfield import UnimodalHead
+
     last = nn.Linear(128, 10) if head == "softmax" else UnimodalHead(128)
     return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), last).double()
 
 
-def number_bytes(digits: torch.Tensor) -> torch.Tensor:
-    """Byte marginals (B, 4, 256) of a = sum_i d_i 10^i for digit distributions (B, N, 10)
-    (least significant digit first), the digits independent."""
-    b, n, _ = digits.shape
-    joint = digits[:, 0]
-    for i in range(1, n):  # values 0 .. 10^(i+1)-1, index = d_i * 10^i + lower
-        joint = (digits[:, i, :, None] * joint[:, None, :]).reshape(b, -1)
-    values = torch.arange(joint.shape[1])
-    out = torch.zeros(b, WIDTH, 256, dtype=joint.dtype)
-    for k in range(WIDTH):
-        out[:, k] = out[:, k].index_add(1, (values >> (8 * k)) & 255, joint)
+def test_sums(count: int, n: int, pool: int, seed: int = 1) -> torch.Tensor:
+    """(count, 2, n) image indices into a pool of ``pool`` images, distinct within a sum."""
+    gen = torch.Generator().manual_seed(seed * 1000 + n)
+    return torch.stack([torch.randperm(pool, generator=gen)[:2 * n] for _ in range(count)]
+                       ).view(count, 2, n)
+
+
+class Learner:
+    """The network and (for ``neural``) the adder, one method's loss and its decoding."""
+
+    def __init__(self, method: str, estimator: str, score: float, memo=None,
+                 temperature: float = 1.0, pathwise: float = 1.0, entropy: float = 0.0,
+                 head: str = "softmax"):
+        self.method, self.estimator, self.score = method, estimator, score
+        self.temperature, self.pathwise, self.entropy = temperature, pathwise, entropy
+        self.net = network(head)
+        self.adder = NeuralAdder() if method == "neural" else None
+        self.memo = memo
+
+    def parameters(self):
+        extra = list(self.adder.parameters()) if self.adder is not None else []
+        return list(self.net.parameters()) + extra
+
+    def column_logits(self):
+        if self.method == "computer":
+            return self.memo.result_logits
+        return self.adder.column_logits
+
+    def hard_digits(self, probs: torch.Tensor) -> torch.Tensor:
+        if self.estimator == "argmax":
+            return probs.argmax(-1)  # "local" samples too
+        flat = probs.reshape(-1, 10)
+        return torch.multinomial(flat, 1).view(probs.shape[:-1])
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean loss of a batch of sums: images x (B, 2, N, 64), labels y (B, 2, N) (only
+        ``supervised`` reads them; the others read their sum)."""
+        logits = self.net(x)
+        if self.method == "supervised":
+            return nn.functional.cross_entropy(logits.reshape(-1, 10), y.reshape(-1))
+        target = sum_digits(y[:, 0], y[:, 1])
+        probs = torch.softmax(logits, dim=-1)
+        if self.method == "exact":
+            return -exact_log_likelihood(probs[:, 0], probs[:, 1], target).mean()
+        if self.estimator == "gumbel":  # the sample is argmax(log p + g); the backward
+            noisy = torch.log_softmax(logits, -1) - torch.empty_like(logits).exponential_().log()
+            digits = noisy.argmax(-1).detach()  # goes through softmax((log p + g) / tau)
+            probs = torch.softmax(noisy / self.temperature, -1)
+        else:
+            digits = self.hard_digits(probs.detach())
+        if self.estimator == "local":
+            return local_expectation_columns(self.memo, probs[:, 0], probs[:, 1],
+                                             digits[:, 0], digits[:, 1], target).mean()
+        per_sum, printed = run_columns(self.column_logits(), probs[:, 0], probs[:, 1],
+                                       digits[:, 0], digits[:, 1], target)
+        loss = self.pathwise * per_sum.mean()
+        if self.score:  # score function; reward: the share of the sum's digits printed right
+            logp = torch.log_softmax(logits, -1).gather(-1, digits[..., None])[..., 0]
+            reward = (printed == target).double().mean(-1)
+            advantage = reward - reward.mean()
+            loss = loss - self.score * (advantage * logp.sum((1, 2))).mean()
+        if self.entropy:  # asks for spread-out distributions (against early collapse)
+            entropy = -(probs * torch.log_softmax(logits, -1)).sum(-1).mean()
+            loss = loss - self.entropy * entropy
+        return loss
+
+    @torch.no_grad()
+    def predict_sums(self, x: torch.Tensor) -> torch.Tensor:
+        """The printed sum's digits (B, N+1) for images (B, 2, N, 64): the argmax digits,
+        added by the method's adder (the transformer for ``computer``; exact integer
+        addition for ``exact`` and ``supervised``, which have no adder)."""
+        digits = self.net(x).argmax(-1)
+        if self.method in ("computer", "neural"):
+            probs = nn.functional.one_hot(digits, 10).double()
+            return run_columns(self.column_logits(), probs[:, 0], probs[:, 1],
+                               digits[:, 0], digits[:, 1], None)[1]
+        return sum_digits(digits[:, 0], digits[:, 1])
+
+
+def evaluate(learner: Learner, test, sums: dict[int, torch.Tensor]) -> dict:
+    x, y = test
+    with torch.no_grad():
+        digit_acc = float((learner.net(x).argmax(-1) == y).double().mean())
+    out = {"digit_acc": digit_acc}
+    for n, idx in sums.items():
+        got = learner.predict_sums(x[idx])
+        want = sum_digits(y[idx][:, 0], y[idx][:, 1])
+        out[f"sum_acc_{n}"] = float((got == want).all(-1).double().mean())
     return out
 
 
-class Computer:
-    """The frozen transformer running add(a, b): the prompt and the header's fixed part
-    are encoded once; a batch runs only the 8 argument bytes and the sum's first bytes."""
-
-    def __init__(self, sharpness: float, relu_width: float):
-        self.model = model_for(ADD, 256)
-        self.sharpness, self.relu_width = sharpness, relu_width
-        run = run_of(ADD, "add", [0, 0])
-        self.first_arg = run.arg_position(0)
-        self.prefix = D.encode_prefix(self.model, run.tokens[:self.first_arg],
-                                      sharpness=sharpness, relu_width=relu_width)
-        self.hard_prefix = D.encode_prefix(self.model, run.tokens[:self.first_arg])
-        self.vocab = self.model.config.vocab_size
-
-    def loss(self, a: torch.Tensor, b: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of the sum's 4 bytes; a, b: byte marginals (B, 4, 256)."""
-        args = torch.cat([a, b], dim=1)  # (B, 8, 256)
-        sum_bytes = torch.stack([(total >> (8 * k)) & 255 for k in range(WIDTH)], 1)
-        known = nn.functional.one_hot(sum_bytes[:, :WIDTH - 1], 256).to(args.dtype)
-        soft = torch.cat([args, known], dim=1)  # the last 3 sum bytes are teacher-forced
-        probs = torch.zeros(*soft.shape[:2], self.vocab, dtype=soft.dtype)
-        probs[..., :256] = soft
-        logits = D.forward(self.model, probs, sharpness=self.sharpness,
-                           relu_width=self.relu_width, prefix=self.prefix)
-        picked = logits[:, 2 * WIDTH - 1:]  # the last argument byte predicts sum byte 0
-        return nn.functional.cross_entropy(picked.reshape(-1, self.vocab),
-                                           sum_bytes.reshape(-1))
-
-    @torch.no_grad()
-    def run_hard(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """The sums the built (hard) transformer computes for integer a, b (B,), by greedy
-        decoding of the sum's bytes (the prompt's keys and values are the hard ones)."""
-        ids = torch.cat([torch.stack([(v >> (8 * k)) & 255 for k in range(WIDTH)], 1)
-                         for v in (a, b)], dim=1)
-        out = []
-        for _ in range(WIDTH):
-            logits = D.forward(self.model, ids, prefix=self.hard_prefix)
-            out.append(logits[:, -1].argmax(-1))
-            ids = torch.cat([ids, out[-1][:, None]], dim=1)
-        return sum(o << (8 * k) for k, o in enumerate(out))
-
-
-def variance(digits: torch.Tensor) -> torch.Tensor:
-    """The variance of each digit distribution (..., 10) as a number 0..9."""
-    v = torch.arange(10, dtype=digits.dtype)
-    mean = (digits * v).sum(-1)
-    return (digits * v**2).sum(-1) - mean**2
-
-
-def numbers(y: torch.Tensor) -> torch.Tensor:
-    """Integers from digit rows (B, N), least significant first."""
-    return (y * 10 ** torch.arange(y.shape[1])).sum(1)
-
-
-def evaluate(net, computer, x, y, n: int) -> tuple[float, float, list[int]]:
-    """Per-digit accuracy, sum accuracy, and how often each class is the argmax."""
-    with torch.no_grad():
-        guess = net(x).argmax(-1)
-    digit_acc = float((guess == y).double().mean())
-    classes = torch.bincount(guess, minlength=10).tolist()
-    pairs = len(y) // (2 * n)
-    g = guess[:pairs * 2 * n].view(pairs, 2, n)
-    t = y[:pairs * 2 * n].view(pairs, 2, n)
-    got = computer.run_hard(numbers(g[:, 0]), numbers(g[:, 1]))
-    sum_acc = float((got == numbers(t[:, 0]) + numbers(t[:, 1])).double().mean())
-    return digit_acc, sum_acc, classes
-
-
-def supervised(train, test, epochs: int, seed: int, head: str) -> float:
+def train(method: str, n: int, epochs: int, *, lr: float = 3e-3, seed: int = 0,
+          estimator: str = "sample", score: float = 0.0, temperature: float = 1.0,
+          pathwise: float = 1.0, entropy: float = 0.0, head: str = "softmax",
+          test_digits=(), memo=None, log=print) -> dict:
     torch.manual_seed(seed)
-    net = network(head)
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    x, y = train
-    for _ in range(epochs):
-        for idx in torch.randperm(len(y)).split(32):
+    train_set, test = load_split()
+    learner = Learner(method, estimator, score, memo, temperature, pathwise, entropy, head)
+    opt = torch.optim.Adam(learner.parameters(), lr=lr)
+    x, y = train_set
+    per_step = max(1, IMAGES_PER_STEP // (2 * n))
+    sums = {m: test_sums(TEST_SUMS, m, len(test[1])) for m in (n, *test_digits)}
+    curve, start = [], time.time()
+    for epoch in range(epochs):
+        order = torch.randperm(len(y))
+        groups = order[:len(y) // (2 * n) * 2 * n].view(-1, 2, n)
+        total = 0.0
+        for batch in groups.split(per_step):
+            loss = learner.loss(x[batch], y[batch])
             opt.zero_grad()
-            nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
+            loss.backward()
             opt.step()
-    with torch.no_grad():
-        return float((net(test[0]).argmax(-1) == test[1]).double().mean())
+            total += float(loss.detach()) * len(batch)
+        row = {"epoch": epoch + 1, "loss": total / len(groups),
+               "seconds": time.time() - start, **evaluate(learner, test, sums)}
+        curve.append(row)
+        log(json.dumps(row))
+    final = curve[-1]
+    return {"method": method, "digits": n, "epochs": epochs, "estimator": estimator,
+            "score": score, "temperature": temperature, "pathwise": pathwise, "entropy": entropy, "head": head,
+            "lr": lr, "seed": seed, "train_seconds": final["seconds"],
+            **{k: v for k, v in final.items() if k not in ("epoch", "seconds", "loss")},
+            "curve": curve}
+
+
+def plot_curve(result: dict, path: Path) -> None:
+    """Held-out digit accuracy and sum accuracy at every measured N, by epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = result["curve"]
+    epochs = [row["epoch"] for row in curve]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for key in [k for k in curve[0] if k == "digit_acc" or k.startswith("sum_acc_")]:
+        label = "digits" if key == "digit_acc" else f"sums, N = {key[8:]}"
+        ax.plot(epochs, [100 * row[key] for row in curve], label=label)
+    ax.set_title(f"{result['method']}, trained at N = {result['digits']}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("held-out accuracy, %")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--digits", type=int, default=1)
+    parser.add_argument("--method", choices=METHODS, default="computer")
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--sharpness", type=float, default=1.0)
-    parser.add_argument("--relu-width", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--head", choices=("softmax", "unimodal"), default="unimodal")
+    parser.add_argument("--estimator", choices=("sample", "argmax", "gumbel", "local"),
+                        default="sample",
+                        help="the hard digits the program runs on: sampled from p (backward "
+                        "through p), argmax of p, or Gumbel-max (backward through the "
+                        "Gumbel-softmax at --temperature); local: sampled, and each digit's "
+                        "alternatives scored by the transformer's first-order model")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--pathwise", type=float, default=1.0,
+                        help="weight of the gradient through the transformer (0: score "
+                        "function alone)")
+    parser.add_argument("--head", choices=("softmax", "unimodal"), default="softmax")
     parser.add_argument("--entropy", type=float, default=0.0,
-                        help="weight of the mean entropy of the digit distributions")
-    parser.add_argument("--variance", type=float, default=0.0,
-                        help="weight of the mean variance of the digit distributions")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1 is fastest on a shared 2-core machine)")
+                        help="weight of an entropy bonus on the digit distributions")
+    parser.add_argument("--score", type=float, default=0.0,
+                        help="weight of the score-function term (0: pathwise only)")
+    parser.add_argument("--test-digits", type=int, nargs="*", default=[],
+                        help="also measure sum accuracy at these N (generalisation)")
+    parser.add_argument("--memo", type=Path, default=MEMO,
+                        help="cache of the transformer's column values and Jacobians")
+    parser.add_argument("--live", action="store_true",
+                        help="run the transformer every batch instead of the memo (slow)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--png", type=Path, help="plot the curves of --json's file (no run)")
     a = parser.parse_args()
-    torch.set_num_threads(a.threads)
-    n = a.digits
-    if not 1 <= n <= 4:
-        sys.exit("digits: --digits must be 1..4 (two 4-digit numbers and their sum fit i32)")
-    torch.manual_seed(a.seed)
-    train, test = load_split()
-    computer = Computer(a.sharpness, a.relu_width)
-    net = network(a.head)
-    opt = torch.optim.Adam(net.parameters(), lr=a.lr)
-    x, y = train
-    curve = []
-    start = time.time()
-    for epoch in range(a.epochs):
-        order = torch.randperm(len(y))
-        pairs = order[:len(y) // (2 * n) * 2 * n].view(-1, 2, n)
-        total_loss = 0.0
-        for batch in pairs.split(a.batch):
-            digits = torch.softmax(net(x[batch]), dim=-1)  # (B, 2, N, 10)
-            total = numbers(y[batch][:, 0]) + numbers(y[batch][:, 1])
-            loss = computer.loss(number_bytes(digits[:, 0]), number_bytes(digits[:, 1]), total)
-            if a.entropy:  # label-free: asks for confident digits (see the docs)
-                loss = loss - a.entropy * (digits * digits.clamp_min(1e-12).log()).sum(-1).mean()
-            if a.variance:  # label-free: asks for unimodal digits (see the docs)
-                loss = loss + a.variance * variance(digits).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total_loss += float(loss.detach()) * len(batch)
-        digit_acc, sum_acc, classes = evaluate(net, computer, *test, n)
-        curve.append({"epoch": epoch + 1, "loss": total_loss / len(pairs),
-                      "digit_acc": digit_acc, "sum_acc": sum_acc, "argmax_classes": classes,
-                      "seconds": time.time() - start})
-        print(curve[-1], flush=True)
-    seconds = time.time() - start
-    p = supervised(train, test, a.epochs, a.seed, a.head)
-    result = {"digits": n, "epochs": a.epochs, "sharpness": a.sharpness, "head": a.head, "entropy": a.entropy,
-              "variance": a.variance,
-              "relu_width": a.relu_width, "digit_acc": curve[-1]["digit_acc"],
-              "sum_acc": curve[-1]["sum_acc"], "train_seconds": seconds,
-              "supervised_digit_acc": p, "ceiling": p ** (2 * n), "curve": curve}
+    if a.png:
+        plot_curve(json.loads(a.json.read_text()), a.png)
+        return
+    torch.set_num_threads(1)
+    if not 1 <= a.digits <= 15:
+        sys.exit("digits: --digits must be 1..15")
+    memo = None
+    if a.method == "computer":
+        from column import Column, Live, Memo
+        built = time.time()
+        memo = Live(Column()) if a.live else Memo(Column(), a.memo)
+        if not memo.exact:
+            sys.exit("digits: the transformer's column trace is not exact")
+        print(f"memo ready in {time.time() - built:.0f} s", flush=True)
+    result = train(a.method, a.digits, a.epochs, lr=a.lr, seed=a.seed,
+                   estimator=a.estimator, score=a.score, temperature=a.temperature,
+                   pathwise=a.pathwise, entropy=a.entropy, head=a.head,
+                   test_digits=a.test_digits,
+                   memo=memo, log=lambda s: print(s, flush=True))
     print(json.dumps({k: v for k, v in result.items() if k != "curve"}))
     if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(result, indent=1) + "\n")
 
 
