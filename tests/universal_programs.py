@@ -349,12 +349,13 @@ class Stream:
 
 
 def make_stream(name: str, wat: str, calls: list[tuple[str, list[int]]],
-                max_call_depth: int = Limits().call_depth_limit) -> Stream:
+                max_call_depth: int = Limits().call_depth_limit,
+                max_memory_pages: int = Limits().memory_page_limit) -> Stream:
     """The stream of ``calls`` on one instance, run with the call-depth and memory page
     limits a graph of default ``Limits`` agrees with. Invocations end by returning or by a
     trap."""
     limits = HostLimits(max_call_depth=max_call_depth,
-                        max_memory_pages=Limits().memory_page_limit)
+                        max_memory_pages=max_memory_pages)
     inst = Instance(load_module(program_bytes(wat).wasm), limits=limits)
     tm = TokenMachine(inst)
     prompt = prompt_tokens(inst, tm.fused, tm.func_index)
