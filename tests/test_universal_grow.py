@@ -125,13 +125,14 @@ GROW_ONLY = """(module (memory %s)
 
 
 def test_an_engine_refuses_a_host_limit_below_the_models_cap() -> None:
+    cap = engine_cap()  # the engines' model: its own mem_bits
     with pytest.raises(EngineRefusal, match="lower host limit"):
-        Session(instance(GROW_ONLY % "1", HostLimits(max_memory_pages=CAP - 1)), engine="fast")
+        Session(instance(GROW_ONLY % "1", HostLimits(max_memory_pages=cap - 1)), engine="fast")
     # a module maximum at or below the host's limit: no refusal, no note
-    assert Session(instance(GROW_ONLY % f"1 {CAP - 1}", HostLimits(max_memory_pages=CAP - 1)),
+    assert Session(instance(GROW_ONLY % f"1 {cap - 1}", HostLimits(max_memory_pages=cap - 1)),
                    engine="fast").notes == []
     with pytest.raises(EngineRefusal, match="mem_bits"):
-        Session(instance(GROW_ONLY % f"{CAP + 1}"), engine="fast")
+        Session(instance(GROW_ONLY % f"{cap + 1}"), engine="fast")
 
 
 def test_the_api_notes_the_cap() -> None:
