@@ -25,13 +25,7 @@ from column import Column, Memo, live_result_logits, one_hot_inputs  # noqa: E40
 
 from wasmformer.model import differentiable as D  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

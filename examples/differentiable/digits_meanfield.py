@@ -33,25 +33,11 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import ADD, model_for, run_of  # noqa: E402
+from digits import load_split  # noqa: E402  (the same fixed split as the main demo)
 
 from wasmformer.model import differentiable as D  # noqa: E402
 
 WIDTH = 4  # bytes of an i32 argument
-
-
-def load_split(seed: int = 0):
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        sys.exit("digits.py needs scikit-learn (the test extra: pip install -e '.[test]')")
-
-    data = load_digits()
-    x = torch.tensor(data.data, dtype=torch.float64) / 16
-    y = torch.tensor(data.target)
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    test = order[:int(0.3 * len(y))]
-    train = order[int(0.3 * len(y)):]
-    return (x[train], y[train]), (x[test], y[test])
 
 
 class UnimodalHead(nn.Module):

@@ -94,7 +94,8 @@ class Session:
         self.sparse = self.device == "cpu" if sparse is None else sparse
         self.coverage = Coverage(self.fused, supported(self.fused) + _host_problems(instance,
                                                                                   self.fused))
-        limits = engine_limits(BUCKETS[-1])  # every bucket has the same memory limits
+        # every bucket has the same limits but max_len (memory, call depth, pcs)
+        self.limits = limits = engine_limits(BUCKETS[-1])
         try:
             limits.check(self.fused, 0)
         except GraphError as exc:
@@ -168,7 +169,7 @@ class Session:
 
     def _depth_note(self, trap: str) -> str:
         """Why a call-depth trap came sooner than the host's limit: the model's frames."""
-        frames = engine_limits(BUCKETS[-1]).call_depth_limit
+        frames = self.limits.call_depth_limit
         if trap != "call stack exhausted" or self.instance.limits.max_call_depth <= frames:
             return ""
         return (f" (the {self.engine} engine's model holds {frames} frames; the host allows "
@@ -347,6 +348,6 @@ class _Run:
         if self.on_output is None:
             return
         for token in tokens:
-            if token in OUTPUT:
-                fd = 1 if token < vocab.STDERR else 2
-                self.on_output(fd, bytes([token - (vocab.STDOUT if fd == 1 else vocab.STDERR)]))
+            out = vocab.output_byte(token)
+            if out is not None:
+                self.on_output(out[0], bytes([out[1]]))
