@@ -173,3 +173,30 @@ def test_example_model_cards() -> None:
     text = str(mem)
     for field in ("layers", "d_model", "heads/layer", "FFN width", "parameters", "non-zeros"):
         assert field in text
+
+
+def test_gate_guards_follow_from_the_ranges() -> None:
+    """A guard f: the gate is <= 0 whenever f is 0, whatever the other features hold."""
+    from wasmformer.compiler.guards import choose_guards, gate_guards
+    from wasmformer.compiler.program import Feature, Form, Hidden
+    from wasmformer.graph import Range
+
+    flag = lambda name: Feature(name, Range(0, 1, integer=True))  # noqa: E731
+    a, b, c = flag("a"), flag("b"), flag("c")
+    one = Feature("one", Range(1, 1, integer=True))
+    signed = Feature("s", Range(-1, 1, integer=True))
+    byte = Feature("byte", Range(0, 255, integer=True))
+    both = Form(((a, 1), (b, 1), (one, -1)))  # a AND b
+    assert gate_guards(both) == [a, b]
+    assert gate_guards(Form(((a, 1), (b, 1)))) == []  # a OR b: either alone opens it
+    assert gate_guards(Form(((a, 1), (signed, 1), (one, -1)))) == [a, signed]
+    assert gate_guards(Form(((a, 300), (byte, 1), (one, -300)))) == [a, byte]
+    assert gate_guards(Form(((a, 300), (byte, 1), (one, -200)))) == []  # each opens it alone
+    assert gate_guards(Form(((a, 300), (byte, 1), (one, -256)))) == [a]  # byte=0 leaves 300 - 256
+    assert gate_guards(Form(((one, 1),))) == []  # always open (one is never 0)
+    # the rarer guard first: c guards one unit, b both
+    units = [Hidden(Form(((b, 1), (c, 1), (one, -1))), Form(((one, 1),)), 1),
+             Hidden(both, Form(((one, 1),)), 1)]
+    chosen = choose_guards(units)
+    assert chosen[id(units[0])] == (c, b)
+    assert set(chosen[id(units[1])]) == {a, b}

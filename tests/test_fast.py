@@ -96,6 +96,28 @@ def test_caches_that_double_while_decoding_give_the_traces(compiled: bool, monke
     decode_stream("exprs", compiled=compiled)
 
 
+@pytest.mark.parametrize("name", ["memory", "exprs"])
+def test_gate_guards_hold_on_every_token(name: str) -> None:
+    """``FeedForward.guards``: wherever a unit's guard is 0 its gate is <= 0, checked on
+    every unit at every position of a real stream (the compiled loop skips such units
+    without computing their gates)."""
+    s = stream(name)
+    decoder = FastDecoder(universal_model(), compiled=False)
+    tokens = s.prompt + [t for trace in s.traces for t in trace.tokens]
+    guarded = 0
+    for p, token in enumerate(tokens):
+        x = decoder.wte[token] + decoder.wpe[:, 0] * p + decoder.wpe[:, 1] * p * p
+        for layer in decoder.layers:
+            x = layer.attend(x)
+            g = layer.guards
+            off = ((g[:, 0] >= 0) & (x[g[:, 0]] == 0)) | ((g[:, 1] >= 0) & (x[g[:, 1]] == 0))
+            assert (layer.gate @ x)[off].max(initial=0.0) <= 0.0
+            guarded += int(off.sum())
+            x = x + layer.down @ (np.maximum(layer.gate @ x, 0.0) * (layer.up @ x))
+        decoder.length = p + 1
+    assert guarded > 10 * len(tokens)  # most units are skipped by their guard
+
+
 def test_generate_fast_equals_torch_generate() -> None:
     s = stream("clamp")
     prompt = s.prompt + s.traces[0].step_tokens(0)

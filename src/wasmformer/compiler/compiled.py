@@ -15,7 +15,8 @@ from wasmformer.graph.values import Value
 
 from .allocate import Allocation, Placement
 from .errors import CompilerError
-from .program import Form, Program
+from .guards import choose_guards
+from .program import Form, Mlp, Program
 from .schedule import Schedule
 
 Row = tuple[tuple[int, Value], ...]  # sparse weight row: (residual slot, coefficient)
@@ -42,6 +43,7 @@ class CompiledUnit:
     weight: Value
     out_slot: int
     clears: bool = False  # a slot-clearing unit added by the allocation
+    guards: tuple[int, ...] = ()  # slots whose 0 shuts the gate (``guards.py``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +122,8 @@ def assemble(program: Program, schedule: Schedule, allocation: Allocation) -> Co
         _row(Form(tuple((f, f.table[t]) for f in program.sources if f.table is not None)), slot)
         for t in range(program.vocab_size))
     positions = {f.position_power: slot[f] for f in program.sources if f.position_power}
-    blocks = tuple(_block(program, schedule, allocation, slot, b)
+    guards = choose_guards(u for op in program.ops if isinstance(op, Mlp) for u in op.units)
+    blocks = tuple(_block(program, schedule, allocation, slot, guards, b)
                    for b in range(1, schedule.depth + 1))
     unembedding = tuple(_row(form, slot) for form in program.logits)
     return CompiledModel(program.vocab_size, program.max_len, allocation.d_model, embedding,
@@ -128,7 +131,7 @@ def assemble(program: Program, schedule: Schedule, allocation: Allocation) -> Co
                          program, schedule, allocation)
 
 
-def _block(program, schedule, allocation, slot, block: int) -> Block:
+def _block(program, schedule, allocation, slot, guards, block: int) -> Block:
     heads, units = [], []
     for op, stage in zip(program.ops, schedule.stages, strict=True):
         if stage == 2 * block - 1:
@@ -138,7 +141,9 @@ def _block(program, schedule, allocation, slot, block: int) -> Block:
                 tuple(slot[f] for f in op.outputs)))
         elif stage == 2 * block:
             units += [CompiledUnit(op.name, _row(u.gate, slot), _row(u.value, slot), u.weight,
-                                   slot[op.output]) for u in op.units]
+                                   slot[op.output],
+                                   guards=tuple(slot[f] for f in guards[id(u)]))
+                      for u in op.units]
     units += [_clear_unit(p, slot[program.one]) for p in allocation.placements
               if p.cleared == 2 * block]
     return Block(tuple(heads), tuple(units))

@@ -110,12 +110,18 @@ class _Layer:
     gate: sparse.csr_array  # residual -> the used units' gates
     up: sparse.csr_array  # residual -> the used units' values
     down: sparse.csr_array  # units -> residual
+    guards: np.ndarray  # (units, 2): residual dims whose 0 shuts the unit's gate (-1: none)
     outputs: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         self.outputs = np.zeros(self.out.shape[1])
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        x = self.attend(x)
+        return x + self.down @ (np.maximum(self.gate @ x, 0.0) * (self.up @ x))
+
+    def attend(self, x: np.ndarray) -> np.ndarray:
+        """The attention sublayer: x plus every head's output (the FFN's input)."""
         p = self.projection @ x
         for head in self.heads:
             q, k, v = p[head.q], p[head.k], p[head.v]
@@ -125,8 +131,7 @@ class _Layer:
             self.outputs[head.o] = 0.0 if y is None else y
             if head.strict:
                 head.append(k, v)
-        x = x + self.out @ self.outputs
-        return x + self.down @ (np.maximum(self.gate @ x, 0.0) * (self.up @ x))
+        return x + self.out @ self.outputs
 
 
 class FastDecoder:
@@ -364,7 +369,7 @@ def _pack(decoder: FastDecoder, capacity: int) -> tuple:
         nnz += m.nnz
         rows += m.shape[0] + 1
     heads, layers = [], []
-    voff = toff = 0
+    voff = toff = units = 0
     for layer in decoder.layers:
         first = len(heads)
         for h in layer.heads:
@@ -374,7 +379,8 @@ def _pack(decoder: FastDecoder, capacity: int) -> tuple:
             voff += capacity * dv if d else 0  # a mean head keeps only its total
             toff += dv if d == 0 else 0
         layers.append([first, len(heads), layer.projection.shape[0], layer.out.shape[1],
-                       layer.gate.shape[0]])
+                       layer.gate.shape[0], units])
+        units += layer.gate.shape[0]
     n_heads = max(len(heads), 1)
     widths = [row[1] for row in heads]  # d: the hull holds 2-D keys, or 2-D plus the tie term
     usable = np.array([d in (2, 3) for d in widths] or [False], dtype=np.bool_)
@@ -384,7 +390,7 @@ def _pack(decoder: FastDecoder, capacity: int) -> tuple:
         np.ascontiguousarray(decoder.wte), np.ascontiguousarray(decoder.wpe),
         np.concatenate(ptr).astype(np.int64), np.concatenate(idx).astype(np.int64),
         np.concatenate(dat).astype(np.float64), np.array(row0, dtype=np.int64),
-        np.array(nrows, dtype=np.int64), np.array(layers, dtype=np.int64).reshape(-1, 5),
+        np.array(nrows, dtype=np.int64), np.array(layers, dtype=np.int64).reshape(-1, 6),
         np.array(heads, dtype=np.int64).reshape(-1, 9),
         np.zeros((n_heads, capacity, max([3] + widths))), np.zeros(max(voff, 1)),
         np.zeros(max(toff, 1)),
@@ -400,6 +406,8 @@ def _pack(decoder: FastDecoder, capacity: int) -> tuple:
         np.zeros(n_heads, dtype=np.int64),  # scans (index _SCANS)
         np.full(n_heads, np.inf),  # smallest certified score gap (index _MARGINS)
         np.array([decoder.integer_scores]),  # int64 scores (ModelConfig.score_dtype)
+        np.concatenate([layer.guards for layer in decoder.layers] + [np.full((1, 2), -1)])
+        .astype(np.int64),  # every layer's units' gate guards, in order
         np.zeros(d_model), np.zeros((4, width)), np.zeros(decoder.lm_head.shape[0]),
     )
     return state
@@ -450,7 +458,9 @@ def _layer(block, cfg, capacity: int) -> _Layer:
         out_columns += [vs.start + r for r in values]
     projection = np.concatenate(rows) if rows else np.zeros((0, cfg.d_model))
     wg, wu, wd = _numpy(ffn.gate.weight), _numpy(ffn.up.weight), _numpy(ffn.down.weight)
+    guards = ffn.guards.detach().cpu().numpy().astype(np.int64)
     units = [u for u in range(cfg.d_ff) if wg[u].any() and wu[u].any() and wd[:, u].any()]
+    units.sort(key=lambda u: tuple(guards[u]))  # units of one guard together: x read once
     return _Layer(sparse.csr_array(projection), heads, sparse.csr_array(wo[:, out_columns]),
                   sparse.csr_array(wg[units]), sparse.csr_array(wu[units]),
-                  sparse.csr_array(wd[:, units]))
+                  sparse.csr_array(wd[:, units]), guards[units].reshape(-1, 2))

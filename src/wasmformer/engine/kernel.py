@@ -255,14 +255,14 @@ def _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs, margi
 @_jit
 def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys, values,
             totals, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs, scans, margins, int_scores,
-            x, buf, logits):
+            guards, x, buf, logits):
     """Run one token at position p through the model; logits are left in ``logits``."""
     for i in range(x.shape[0]):
         x[i] = wte[token, i] + (wpe[i, 0] * p + wpe[i, 1] * (p * p))
     n_layers = layers.shape[0]
     for li in range(n_layers):
         h0, h1, n_proj = layers[li, 0], layers[li, 1], layers[li, 2]
-        n_out, n_units = layers[li, 3], layers[li, 4]
+        n_out, n_units, unit0 = layers[li, 3], layers[li, 4], layers[li, 5]
         proj = buf[0, :n_proj]
         outs = buf[1, :n_out]
         _matvec(5 * li, ptr, idx, dat, row0, nrows, x, proj, False)
@@ -295,14 +295,18 @@ def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys,
                 _store(h, p, d, dv, k, v, voff, toff, keys, values, totals,
                        hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs)
         _matvec(5 * li + 1, ptr, idx, dat, row0, nrows, outs, x, True)
-        gate = buf[2, :n_units]
-        _matvec(5 * li + 2, ptr, idx, dat, row0, nrows, x, gate, False)
-        # a shut gate (relu = 0) skips the unit's value row and its output column: every
-        # value is read from x before any output is added to it
+        # a unit whose guard is 0 has a shut gate (``FeedForward.guards``): its gate is not
+        # even computed; a shut gate (relu = 0) skips the unit's value row and its output
+        # column. Every value is read from x before any output is added to it.
         hidden = buf[3, :n_units]
         for u in range(n_units):
-            hidden[u] = gate[u] * _row_dot(5 * li + 3, u, ptr, idx, dat, row0, x) \
-                if gate[u] > 0.0 else 0.0
+            hidden[u] = 0.0
+            g1, g2 = guards[unit0 + u, 0], guards[unit0 + u, 1]
+            if (g1 >= 0 and x[g1] == 0.0) or (g2 >= 0 and x[g2] == 0.0):
+                continue
+            gate = _row_dot(5 * li + 2, u, ptr, idx, dat, row0, x)
+            if gate > 0.0:
+                hidden[u] = gate * _row_dot(5 * li + 3, u, ptr, idx, dat, row0, x)
         for u in range(n_units):
             if hidden[u] != 0.0:
                 _row_add(5 * li + 4, u, ptr, idx, dat, row0, hidden[u], x)

@@ -42,7 +42,7 @@ def build_model(compiled: CompiledModel, dtype: torch.dtype = torch.float64, *,
             if slot is not None:
                 model.wpe.weight[slot, column] = 1
         for block, weights in zip(model.blocks, compiled.blocks, strict=True):
-            _set_block(block, weights, model.config)
+            _set_block(block, weights, model.config, guarded=report.exact)
         model.lm_head.weight.copy_(_dense(compiled.unembedding, compiled.d_model))
     model.info = {"card": dataclasses.asdict(compiled.card),
                   "numerics": {"summary": report.summary(), "exact": report.exact,
@@ -62,7 +62,9 @@ def _dense(rows: Sequence[Row], width: int) -> torch.Tensor:
     return matrix
 
 
-def _set_block(block: Block, weights: CompiledBlock, cfg: ModelConfig) -> None:
+def _set_block(block: Block, weights: CompiledBlock, cfg: ModelConfig, guarded: bool) -> None:
+    """``guarded``: write the units' gate guards (``compiler.guards``), a claim about exact
+    values, so only for a model whose every feature is computed exactly."""
     attn, ffn = block.attn, block.ffn
     for w in (attn.query, attn.key, attn.value, attn.out, ffn.gate, ffn.up, ffn.down):
         w.weight.zero_()
@@ -78,5 +80,9 @@ def _set_block(block: Block, weights: CompiledBlock, cfg: ModelConfig) -> None:
     units = weights.units
     ffn.gate.weight[:len(units)] = _dense([u.gate for u in units], cfg.d_model)
     ffn.up.weight[:len(units)] = _dense([u.value for u in units], cfg.d_model)
+    ffn.guards.fill_(-1)
     for i, u in enumerate(units):
         ffn.down.weight[u.out_slot, i] = float(u.weight)
+        if guarded:
+            kept = u.guards[:ffn.guards.shape[1]]
+            ffn.guards[i, :len(kept)] = torch.tensor(kept, dtype=torch.long)

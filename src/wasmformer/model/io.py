@@ -24,8 +24,8 @@ from ..machine.prompt import VERSION as PROTOCOL_VERSION
 from .transformer import ModelConfig, Transformer
 
 FORMAT = "wasmformer-model"
-VERSION = 3  # of the file format; 2 added the protocol version and the checksum, 3 the
-# config's score_dtype (and average-hard attention)
+VERSION = 4  # of the file format; 2 added the protocol version and the checksum, 3 the
+# config's score_dtype (and average-hard attention), 4 the FFN units' gate guards
 
 
 def checksum(described: dict, tensors: dict[str, torch.Tensor]) -> str:

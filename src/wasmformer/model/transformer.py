@@ -31,6 +31,8 @@ from torch import nn
 
 from .numerics import check_runtime
 
+GUARDS_PER_UNIT = 2  # FeedForward.guards' width (the compiler proves up to 2 per unit)
+
 SOFTMAX_SCALE = 2**10  # the differentiable mode's softmax at sharpness 1: exp(-1024) == 0
 SCORE_DTYPES = ("float64", "float32", "int64")
 SCORE_BLOCK = 2**24  # score entries per block of queries (bounds a long prefill's memory)
@@ -168,13 +170,18 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Gated ReLU: hidden unit i is relu(gate_i . x) * (up_i . x)."""
+    """Gated ReLU: hidden unit i is relu(gate_i . x) * (up_i . x).
+
+    ``guards[i]`` holds up to two residual dimensions (-1: none) whose value 0 shuts unit i's
+    gate, as the compiler proved from the graph's ranges (``compiler.guards``). The forward
+    pass does not use them; a sparse decoder may skip the unit's rows (``engine.fast``)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.gate = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
         self.up = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
         self.down = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
+        self.register_buffer("guards", torch.full((cfg.d_ff, GUARDS_PER_UNIT), -1))
 
     def forward(self, x: torch.Tensor, activation=torch.relu) -> torch.Tensor:
         """``activation`` replaces relu only in the differentiable mode's smooth surrogate."""
