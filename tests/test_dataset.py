@@ -187,3 +187,27 @@ def test_parquet_without_pyarrow_says_so(tmp_path, programs) -> None:
     proc = wasmformer_cli("dataset", str(programs[1]), "-o", str(out), code=hide_pyarrow)
     assert_one_line(proc, 2, "pip install pyarrow")
     assert not out.exists()
+
+
+def test_docs_example_record_is_current(tmp_path) -> None:
+    """docs/DATASET.md's example record (its program, run now) has the numbers the page
+    quotes: the protocol version, vocabulary, lengths and the whole trace."""
+    import json
+    import re
+
+    text = (Path(__file__).parent.parent / "docs" / "DATASET.md").read_text()
+    wat = re.search(r"## Example\n\n```wat\n(.*?)```", text, re.S).group(1)
+    shown = re.search(r"writes one line \(shortened here\):\n\n```json\n(.*?)```", text,
+                      re.S).group(1)
+    program = tmp_path / "count.wat"
+    program.write_text(wat)
+    record = build_record(program)
+    for key in ("protocol_version", "vocab_size", "n_prompt_tokens", "n_trace_tokens",
+                "n_steps", "instructions"):
+        assert int(re.search(rf'"{key}": (\d+)', shown).group(1)) == record[key], key
+    trace = re.search(r'"trace_tokens": (\[[^\]]*\])', shown).group(1)
+    assert json.loads(trace) == record["trace_tokens"]
+    prompt = re.search(r'"prompt_tokens": \[([^\]]*), \.\.\.\]', shown).group(1)
+    head = [int(t) for t in prompt.split(",")]
+    assert record["prompt_tokens"][:len(head)] == head
+    assert record["wasm_sha256"].startswith(re.search(r'"wasm_sha256": "(\w+)', shown).group(1))

@@ -1,8 +1,9 @@
 """The differentiable mode (model.differentiable): the same numbers as the hard model at
 sharpness 1, prefix caching, autograd against finite differences, and the docs' example.
 
-The fast tests use the one-add program (a 220-position stream, an 8-layer model with only
-i32.add); the 66-step trace's gradient check is slow (examples/differentiable/gradcheck.py).
+The fast tests use the one-add program (a 220-position stream, a model with only i32.add)
+and a load of a soft DATA byte; the gradient checks through the 66-step trace and through
+the 65-step trace with memory reads are slow (examples/differentiable/gradcheck.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ sys.path.insert(0, str(ROOT / "examples" / "differentiable"))
 
 from common import (  # noqa: E402
     ADD,
+    DATA_LOAD,
     LOOP_CALL_BRANCH,
+    TRACES,
     gradient_check,
     model_for,
     relative_error,
@@ -86,6 +89,40 @@ def test_gradient_check_through_66_steps() -> None:
     model = model_for(LOOP_CALL_BRANCH, 2048)
     positions = [run.arg_position(0), run.arg_position(1)]
     pairs = gradient_check(model, run, positions, sharpness=2**-5, directions=2)
+    assert relative_error(pairs) < 1e-5, pairs
+
+
+def test_gradient_through_a_memory_read_matches_finite_differences() -> None:
+    """The addend at address 8 is a DATA byte of the prompt as a soft token: teacher-forced,
+    it reaches the trace's loss only through the load's memory heads."""
+    run = run_of(DATA_LOAD, "add", [9])
+    assert run.result == [309]
+    model = model_for(DATA_LOAD, 512)
+    tokens = torch.tensor([run.tokens])
+    with torch.no_grad():
+        logits = D.forward(model, tokens, sharpness=2**-5)
+    assert bool(D.argmax_exact(logits, tokens, run.predicted))
+    positions = [run.data_position(8)]
+    assert run.tokens[positions[0]] == 0x2C
+    eps = TRACES["memory"][3]  # the loss is resolved to 2^-22 here (common.TRACES)
+    pairs = gradient_check(model, run, positions, sharpness=2**-5, directions=2, eps=eps)
+    assert abs(pairs[0][0]) > 1e-3  # a real gradient reaches the data byte via the load
+    assert relative_error(pairs) < 1e-5, pairs
+
+
+@pytest.mark.slow
+def test_gradient_check_through_memory_reads_and_branches() -> None:
+    wat, args, data, eps = TRACES["memory"]
+    run = run_of(wat, "run", args)
+    assert run.steps >= 50 and run.result == [32]
+    assert sum(".load" in op for op, _, _ in run.spans) == 6
+    model = model_for(wat, 2048)
+    tokens = torch.tensor([run.tokens])
+    with torch.no_grad():
+        logits = D.forward(model, tokens, sharpness=2**-5)
+    assert bool(D.argmax_exact(logits, tokens, run.predicted))
+    positions = [run.arg_position(0), run.arg_position(1), *map(run.data_position, data)]
+    pairs = gradient_check(model, run, positions, sharpness=2**-5, directions=2, eps=eps)
     assert relative_error(pairs) < 1e-5, pairs
 
 

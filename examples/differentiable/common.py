@@ -13,6 +13,7 @@ import torch
 
 from wasmformer.compiler import compile_graph
 from wasmformer.machine import Instance, TokenMachine, prompt_tokens
+from wasmformer.machine.vocab import from_le, tok
 from wasmformer.model import Transformer, build_model
 from wasmformer.model import differentiable as D
 from wasmformer.toolchain import program_bytes
@@ -21,7 +22,7 @@ from wasmformer.wasm import load_module
 
 # A loop that calls a function with a branch in it: 66 fused steps (116 WebAssembly
 # instructions) for run(5, 6), reading locals, stack slots, a callee's parameters and a
-# returned result. (The universal graph has no memory yet, so no loads.)
+# returned result. (No memory: LOOP_MEMORY_BRANCH has the loads.)
 LOOP_CALL_BRANCH = """(module
   (func $step (param $acc i32) (param $x i32) (result i32)
     (if (result i32) (i32.and (local.get $x) (i32.const 1))
@@ -33,6 +34,40 @@ LOOP_CALL_BRANCH = """(module
       (local.tee $n (i32.sub (local.get $n) (i32.const 1)))
       br_if $next)
     local.get $acc))"""
+
+# A loop over a table in linear memory (the module's data segment, so the prompt's DATA
+# bytes): each iteration loads table[n], branches on its low bit (add it and a, or xor
+# it), and stores the running value; the result is a load of a stored value. run(5, 5):
+# 65 fused steps (126 WebAssembly instructions), 6 memory reads, 5 branches, 1,008
+# positions. Teacher-forced, the table's bytes reach the loss only through the loads.
+LOOP_MEMORY_BRANCH = r"""(module
+  (memory 1)
+  (data (i32.const 0) "\03\01\04\01\05\09\02\06")
+  (func (export "run") (param $a i32) (param $n i32) (result i32) (local $v i32) (local $acc i32)
+    (loop $next
+      (local.set $v (i32.load8_u (local.get $n)))
+      (if (i32.and (local.get $v) (i32.const 1))
+        (then (local.set $acc (i32.add (local.get $acc) (i32.add (local.get $v) (local.get $a)))))
+        (else (local.set $acc (i32.xor (local.get $acc) (local.get $v)))))
+      (i32.store16 (i32.add (local.get $n) (i32.add (i32.const 16) (local.get $n)))
+                   (local.get $acc))
+      (local.tee $n (i32.sub (local.get $n) (i32.const 1)))
+      br_if $next)
+    (i32.load16_u (i32.const 18))))"""
+
+# The gradient checks (gradcheck.py --program): program, arguments, the addresses of the
+# data bytes given as soft tokens, and the finite difference's step. With a soft byte in
+# memory the loss is only resolved to ~2^-22 (measured on DATA_LOAD), so a smaller step
+# drowns in rounding: 1e-3 balances it against truncation (docs/DIFFERENTIABLE.md).
+TRACES = {"loop": (LOOP_CALL_BRANCH, [5, 6], [], 1e-5),
+          "memory": (LOOP_MEMORY_BRANCH, [5, 5], [1, 2, 3, 4, 5], 1e-3)}
+
+# One load from the data segment: the first addend reaches the sum only through memory.
+DATA_LOAD = r"""(module
+  (memory 1)
+  (data (i32.const 8) "\2c\01")
+  (func (export "add") (param $b i32) (result i32)
+    (i32.add (i32.load (i32.const 8)) (local.get $b))))"""
 
 # The smallest useful program: one add of the two arguments (for fast tests and demos).
 ADD = """(module
@@ -50,6 +85,18 @@ class Run:
     steps: int  # fused instructions executed
     instructions: int  # WebAssembly instructions executed (fuel)
     result: list[int]
+    spans: tuple[tuple[str, int, int], ...] = ()  # per step: (fused op, start, end) in tokens
+
+    def data_position(self, address: int) -> int:
+        """The prompt position of the initial memory's byte at ``address`` (its DATA line:
+        MEM address(4) n(2) then 16 bytes; docs/PROTOCOL.md)."""
+        at = self.prompt.index(tok("DATA")) + 4  # the marker and the record count (3)
+        while self.prompt[at] == tok("MEM"):
+            line = from_le(self.prompt[at + 1:at + 5])
+            if line <= address < line + 16:
+                return at + 7 + address - line
+            at += 7 + 16
+        raise ValueError(f"address {address} is in no DATA line of the prompt")
 
     @property
     def predicted(self) -> torch.Tensor:
@@ -72,8 +119,14 @@ def run_of(wat: str, export: str, args: list[int]) -> Run:
     if trace.outcome != "halt" or supported(tm.fused):
         raise ValueError(f"{export}{tuple(args)}: {trace.outcome}, {supported(tm.fused)}")
     header = trace.step_tokens(0)
+    spans, at = [], len(prompt)
+    for i, pc in enumerate(trace.pcs):  # step 0 is the invocation header (pc -1)
+        n = len(trace.step_tokens(i))
+        spans.append((tm.fused.code[pc].op if pc >= 0 else "header", at, at + n))
+        at += n
+    assert at == len(prompt) + len(trace.tokens)
     return Run(prompt, header, prompt + trace.tokens, len(trace.pcs), sum(trace.fuels),
-               list(trace.results))
+               list(trace.results), tuple(spans))
 
 
 @functools.cache
@@ -97,14 +150,17 @@ def soft_args(run: Run, vocab_size: int, z: torch.Tensor, positions: list[int]) 
 
 def gradient_check(model: Transformer, run: Run, positions: list[int], *, sharpness: float,
                    relu_width: float = 0.0, directions: int = 3, eps: float = 1e-5,
-                   confidence: float = 8.0, seed: int = 0) -> list[tuple[float, float]]:
+                   confidence: float = 8.0, seed: int = 0,
+                   predicted: torch.Tensor | None = None) -> list[tuple[float, float]]:
     """Autograd against central finite differences (float64) of the teacher-forced trace
-    loss, with respect to the logits z of soft byte tokens at ``positions`` (each mostly
-    on its true byte: z = confidence * one-hot + noise). For the gradient's own direction
-    and ``directions`` random unit directions: (autograd, finite difference) pairs."""
+    loss (at ``predicted``, default the whole trace), with respect to the logits z of soft
+    byte tokens at ``positions`` (each mostly on its true byte: z = confidence * one-hot +
+    noise). For the gradient's own direction and ``directions`` random unit directions:
+    (autograd, finite difference) pairs."""
     gen = torch.Generator().manual_seed(seed)
     vocab = model.config.vocab_size
-    tokens, predicted = torch.tensor([run.tokens]), run.predicted
+    tokens = torch.tensor([run.tokens])
+    predicted = run.predicted if predicted is None else predicted
     z = torch.randn(len(positions), 256, generator=gen, dtype=torch.float64)
     for i, p in enumerate(positions):
         z[i, run.tokens[p]] += confidence

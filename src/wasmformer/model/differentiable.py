@@ -15,8 +15,8 @@ copies, which is linear); 1 is the built model, bit for bit (when its scores are
 float64: this mode computes them in float64 even for an int64-score model, so use models
 whose guard report proves float64 scores). 2**-k makes a score gap of one unit weigh
 exp(-1024 * 2**-k), so the heads
-average over near keys and gradients reach the scores (measured: the trace stays exact
-down to 2**-5 and breaks from 2**-5.25, docs/DIFFERENTIABLE.md). ``relu_width`` > 0 replaces the
+average over near keys and gradients reach the scores (measured on a 66-step trace: exact
+down to 2**-5.25, broken from 2**-5.5, docs/DIFFERENTIABLE.md). ``relu_width`` > 0 replaces the
 FFN's relu(x) by the softplus w * log(1 + exp(x / w)), a smooth surrogate for its steps
 (0 keeps the relu: the steps are then ramps of width 1 with zero slope outside).
 
