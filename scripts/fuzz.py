@@ -968,7 +968,7 @@ def compare_program(wasm: bytes, theirs, outcome: Outcome) -> None:
     exit code, trap and count against wasmtime's."""
     budget = 2 * theirs.fuel + 10_000
     try:
-        mine = wasmformer.run(wasm, max_steps=budget)
+        mine = wasmformer.run(wasm, engine="reference", max_steps=budget)
     except BudgetExceeded:
         outcome.mismatches.append(Mismatch("count", f"wasmtime fuel {theirs.fuel}, wasmformer runs past {budget}"))
         return

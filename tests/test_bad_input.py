@@ -154,7 +154,8 @@ def test_c_recursing_forever_traps_call_stack_exhausted(
 ) -> None:
     prog = tmp_path / "recurse.c"
     prog.write_text(RECURSE_FOREVER)
-    code, err = main(monkeypatch, capsys, "run", str(prog), "--max-call-depth", "1000")
+    code, err = main(monkeypatch, capsys, "run", str(prog), "--engine", "reference",
+                     "--max-call-depth", "1000")
     assert_one_clean_line(code, err, 134, "trap: call stack exhausted")
     assert run_wasmtime(compile_c(RECURSE_FOREVER)).trap == "call stack exhausted"
 
@@ -164,7 +165,8 @@ def test_c_growing_memory_past_the_host_limit_goes_on(
 ) -> None:
     prog = tmp_path / "grow.c"
     prog.write_text(GROW_PAST_THE_LIMIT)
-    code, err = main(monkeypatch, capsys, "run", str(prog), "--max-memory-pages", "300")
+    code, err = main(monkeypatch, capsys, "run", str(prog), "--engine", "reference",
+                     "--max-memory-pages", "300")
     assert code == 0 and err == "", err
     initial = load_module(compile_c(GROW_PAST_THE_LIMIT)).mem_types[0].limits.min
     assert 0 < initial < 300

@@ -40,6 +40,10 @@ def through_the_model(name: str, engine: str) -> None:
     host = WasiHost()
     want = TokenMachine(Instance(module, host=host, limits=host_limits()), host).invoke("_start")
     session = Session(Instance(module, host=WasiHost(), limits=host_limits()), engine=engine)
+    stream = session.prompt_length + len(want.tokens)
+    if stream > BUCKETS[-1]:  # sudoku: ~6M tokens
+        pytest.skip(f"{name}: prompt + trace {stream:,} tokens, over the largest proven "
+                    f"bucket ({BUCKETS[-1]:,} positions)")
     got = session.invoke("_start")
     assert len(got.tokens) == len(want.tokens), (len(got.tokens), len(want.tokens))
     first = next((i for i, (a, b) in enumerate(zip(got.tokens, want.tokens, strict=True))
@@ -76,7 +80,7 @@ def test_recursion_past_the_models_frames_traps_with_a_note() -> None:
     import wasmformer
 
     frames = engine_limits(BUCKETS[-1]).call_depth_limit
-    assert wasmformer.run(DEEP).trap is None
+    assert wasmformer.run(DEEP, engine="reference").trap is None
     result = wasmformer.run(DEEP, engine="fast")
     assert result.exit_code == 134
     assert result.trap == (f"call stack exhausted (the fast engine's model holds {frames} "

@@ -46,7 +46,7 @@ def assert_one_clean_line(proc: subprocess.CompletedProcess, code: int, contains
 def test_run_prints_stdout_and_returns_exit_code(tmp_path: Path) -> None:
     prog = tmp_path / "w.wat"
     prog.write_text(WRITE_AND_EXIT)
-    proc = wasmformer("run", str(prog))
+    proc = wasmformer("run", "--engine", "reference", str(prog))
     assert proc.stdout == b"hi\n"
     assert proc.returncode == 7
     assert proc.stderr == b""
@@ -55,19 +55,19 @@ def test_run_prints_stdout_and_returns_exit_code(tmp_path: Path) -> None:
 def test_run_stats_go_to_stderr(tmp_path: Path) -> None:
     prog = tmp_path / "w.wat"
     prog.write_text(WRITE_AND_EXIT)
-    proc = wasmformer("run", str(prog), "--stats")
+    proc = wasmformer("run", "--engine", "reference", str(prog), "--stats")
     assert proc.stdout == b"hi\n"
     assert b"instructions=" in proc.stderr and b"instr/s" in proc.stderr
 
 
 def test_missing_file() -> None:
-    assert_one_clean_line(wasmformer("run", "no/such/prog.c"), 2, "no such file")
+    assert_one_clean_line(wasmformer("run", "--engine", "reference", "no/such/prog.c"), 2, "no such file")
 
 
 def test_not_a_wasm_file(tmp_path: Path) -> None:
     junk = tmp_path / "junk.wasm"
     junk.write_bytes(b"this is not wasm at all")
-    assert_one_clean_line(wasmformer("run", str(junk)), 2, "not a WebAssembly binary")
+    assert_one_clean_line(wasmformer("run", "--engine", "reference", str(junk)), 2, "not a WebAssembly binary")
 
 
 def test_truncated_wasm(tmp_path: Path) -> None:
@@ -77,7 +77,7 @@ def test_truncated_wasm(tmp_path: Path) -> None:
     assert wasmformer("compile", str(good), "-o", str(out)).returncode == 0
     data = out.read_bytes()
     out.write_bytes(data[: len(data) * 2 // 3])
-    assert_one_clean_line(wasmformer("run", str(out)), 2, "malformed module")
+    assert_one_clean_line(wasmformer("run", "--engine", "reference", str(out)), 2, "malformed module")
 
 
 def test_invalid_module(tmp_path: Path) -> None:
@@ -90,13 +90,13 @@ def test_invalid_module(tmp_path: Path) -> None:
         + bytes.fromhex("070a01065f73746172740000")  # export "_start" = function 0
         + bytes.fromhex("0a05010300" + "6a0b")  # code: no locals, i32.add, end
     )
-    assert_one_clean_line(wasmformer("run", str(bad)), 2, "invalid module")
+    assert_one_clean_line(wasmformer("run", "--engine", "reference", str(bad)), 2, "invalid module")
 
 
 def test_c_that_does_not_compile(tmp_path: Path) -> None:
     bad = tmp_path / "bad.c"
     bad.write_text("int main(void) { return undefined_name; }\n")
-    proc = wasmformer("run", str(bad))
+    proc = wasmformer("run", "--engine", "reference", str(bad))
     assert_one_clean_line(proc, 2, "compile error")
     assert b"undefined_name" in proc.stderr
 
@@ -104,19 +104,19 @@ def test_c_that_does_not_compile(tmp_path: Path) -> None:
 def test_program_that_never_stops(tmp_path: Path) -> None:
     prog = tmp_path / "loop.wat"
     prog.write_text(LOOP_FOREVER)
-    assert_one_clean_line(wasmformer("run", str(prog), "--max-steps", "10000"), 124, "budget")
+    assert_one_clean_line(wasmformer("run", "--engine", "reference", str(prog), "--max-steps", "10000"), 124, "budget")
 
 
 def test_trap(tmp_path: Path) -> None:
     prog = tmp_path / "trap.wat"
     prog.write_text(DIVIDE_BY_ZERO)
-    assert_one_clean_line(wasmformer("run", str(prog)), 134, "trap: integer divide by zero")
+    assert_one_clean_line(wasmformer("run", "--engine", "reference", str(prog)), 134, "trap: integer divide by zero")
 
 
 def test_unknown_engine(tmp_path: Path) -> None:
     prog = tmp_path / "w.wat"
     prog.write_text(WRITE_AND_EXIT)
-    assert_one_clean_line(wasmformer("run", str(prog), "--engine", "warp"), 2, "unknown engine")
+    assert_one_clean_line(wasmformer("run", "--engine", "reference", str(prog), "--engine", "warp"), 2, "unknown engine")
 
 
 def test_compile_writes_wasm_and_no_partial_file_on_error(tmp_path: Path) -> None:
@@ -159,7 +159,7 @@ TRAPS = {
 def test_every_trap_kind(tmp_path: Path, reason: str) -> None:
     prog = tmp_path / "trap.wat"
     prog.write_text(f"(module {TRAPS[reason]})")
-    assert_one_clean_line(wasmformer("run", str(prog)), 134, f"trap: {reason}")
+    assert_one_clean_line(wasmformer("run", "--engine", "reference", str(prog)), 134, f"trap: {reason}")
 
 
 @pytest.mark.parametrize(
@@ -174,17 +174,17 @@ def test_every_trap_kind(tmp_path: Path, reason: str) -> None:
 def test_module_level_errors(tmp_path: Path, wat: str, code: int, message: str) -> None:
     prog = tmp_path / "m.wat"
     prog.write_text(wat)
-    assert_one_clean_line(wasmformer("run", str(prog)), code, message)
+    assert_one_clean_line(wasmformer("run", "--engine", "reference", str(prog)), code, message)
 
 
 def test_directory_instead_of_program(tmp_path: Path) -> None:
-    assert_one_clean_line(wasmformer("run", str(tmp_path)), 2, "is a directory")
+    assert_one_clean_line(wasmformer("run", "--engine", "reference", str(tmp_path)), 2, "is a directory")
 
 
 def test_negative_step_budget(tmp_path: Path) -> None:
     prog = tmp_path / "w.wat"
     prog.write_text(WRITE_AND_EXIT)
-    assert_one_clean_line(wasmformer("run", str(prog), "--max-steps", "-1"), 2, "--max-steps")
+    assert_one_clean_line(wasmformer("run", "--engine", "reference", str(prog), "--max-steps", "-1"), 2, "--max-steps")
 
 
 # --- resource limits (docs/ERRORS.md): wall clock, memory, call depth, prompt size ---
@@ -201,14 +201,14 @@ def test_wall_clock_budget(tmp_path: Path, command: str) -> None:
 def test_memory_over_the_host_limit(tmp_path: Path) -> None:
     prog = tmp_path / "big.wat"
     prog.write_text('(module (memory 5) (func (export "_start")))')
-    assert_one_clean_line(wasmformer("run", str(prog), "--max-memory-pages", "4"), 2,
+    assert_one_clean_line(wasmformer("run", "--engine", "reference", str(prog), "--max-memory-pages", "4"), 2,
                           "memory of 5 pages exceeds the host limit of 4 pages")
 
 
 def test_call_depth_limit(tmp_path: Path) -> None:
     prog = tmp_path / "deep.wat"
     prog.write_text('(module (func $f (export "_start") call $f))')
-    assert_one_clean_line(wasmformer("run", str(prog), "--max-call-depth", "100"), 134,
+    assert_one_clean_line(wasmformer("run", "--engine", "reference", str(prog), "--max-call-depth", "100"), 134,
                           "trap: call stack exhausted")
 
 
@@ -217,7 +217,7 @@ def test_call_depth_limit(tmp_path: Path) -> None:
 def test_bad_limit_values(tmp_path: Path, option: list[str]) -> None:
     prog = tmp_path / "w.wat"
     prog.write_text(WRITE_AND_EXIT)
-    proc = wasmformer("run", str(prog), *option)
+    proc = wasmformer("run", "--engine", "reference", str(prog), *option)
     assert proc.returncode == 2 and b"Traceback" not in proc.stderr
     assert option[0].encode() in proc.stderr
 
@@ -247,9 +247,9 @@ FILL_AND_EXIT = """(module
 def test_run_engine_torch(tmp_path: Path) -> None:
     prog = tmp_path / "loop.wat"
     prog.write_text(LOOP_FIVE)
-    proc = wasmformer("run", str(prog), "--engine", "torch", "--stats")
+    proc = wasmformer("run", "--engine", "reference", str(prog), "--engine", "torch", "--stats")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == wasmformer("run", str(prog)).stdout == b""
+    assert proc.stdout == wasmformer("run", "--engine", "reference", str(prog)).stdout == b""
     assert b"engine=torch prompt=" in proc.stderr and b"tokens/s" in proc.stderr
 
 
@@ -257,16 +257,16 @@ def test_run_engine_torch(tmp_path: Path) -> None:
 def test_transformer_engine_refuses_what_it_does_not_cover(tmp_path: Path, engine: str) -> None:
     prog = tmp_path / "fill.wat"
     prog.write_text(FILL_AND_EXIT)
-    refused = wasmformer("run", str(prog), "--engine", engine)
+    refused = wasmformer("run", "--engine", "reference", str(prog), "--engine", engine)
     assert_one_clean_line(refused, 2, f"the {engine} engine cannot execute this program yet: pc ")
     assert b"memory.fill" in refused.stderr
-    assert wasmformer("run", str(prog)).returncode == 3  # the reference engine runs it
+    assert wasmformer("run", "--engine", "reference", str(prog)).returncode == 3  # the reference engine runs it
 
 
 def test_transformer_engine_runs_host_calls(tmp_path: Path) -> None:
     prog = tmp_path / "write.wat"
     prog.write_text(WRITE_AND_EXIT)
-    proc = wasmformer("run", str(prog), "--engine", "fast")
+    proc = wasmformer("run", "--engine", "reference", str(prog), "--engine", "fast")
     assert (proc.returncode, proc.stdout) == (7, b"hi\n"), proc.stderr
 
 
@@ -276,7 +276,7 @@ def test_transformer_engine_refuses_a_long_stream(tmp_path: Path, engine: str) -
     # bucket (2**20 positions)
     prog = tmp_path / "long.wat"
     prog.write_text('(module (table 110000 funcref) (func (export "_start")))')
-    assert_one_clean_line(wasmformer("run", str(prog), "--engine", engine), 2,
+    assert_one_clean_line(wasmformer("run", "--engine", "reference", str(prog), "--engine", engine), 2,
                           "the universal model is proven exact for at most")
 
 
@@ -284,21 +284,21 @@ def test_transformer_engine_refuses_a_long_stream(tmp_path: Path, engine: str) -
 def test_transformer_engine_token_budget(tmp_path: Path, engine: str) -> None:
     prog = tmp_path / "loop.wat"
     prog.write_text(LOOP_FOREVER)
-    assert_one_clean_line(wasmformer("run", str(prog), "--engine", engine, "--max-tokens", "30"),
+    assert_one_clean_line(wasmformer("run", "--engine", "reference", str(prog), "--engine", engine, "--max-tokens", "30"),
                           124, "token budget of 30 exhausted (trace tokens generated)")
 
 
 def test_torch_wall_clock_budget(tmp_path: Path) -> None:
     prog = tmp_path / "loop.wat"
     prog.write_text(LOOP_FOREVER)
-    assert_one_clean_line(wasmformer("run", str(prog), "--engine", "torch", "--timeout", "0.5"),
+    assert_one_clean_line(wasmformer("run", "--engine", "reference", str(prog), "--engine", "torch", "--timeout", "0.5"),
                           124, "wall-clock budget of 0.5 s exhausted after")
 
 
 def test_run_engine_fast(tmp_path: Path) -> None:
     prog = tmp_path / "loop.wat"
     prog.write_text(LOOP_FIVE)
-    proc = wasmformer("run", str(prog), "--engine", "fast", "--stats")
+    proc = wasmformer("run", "--engine", "reference", str(prog), "--engine", "fast", "--stats")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == b""
     assert b"engine=fast prompt=" in proc.stderr and b"tokens/s scans=0 min_margin=" in proc.stderr
@@ -307,7 +307,7 @@ def test_run_engine_fast(tmp_path: Path) -> None:
 def test_max_tokens_needs_torch(tmp_path: Path) -> None:
     prog = tmp_path / "loop.wat"
     prog.write_text(LOOP_FIVE)
-    assert_one_clean_line(wasmformer("run", str(prog), "--max-tokens", "9"), 2,
+    assert_one_clean_line(wasmformer("run", "--engine", "reference", str(prog), "--max-tokens", "9"), 2,
                           "max_tokens bounds the torch and fast engines")
 
 
@@ -343,9 +343,10 @@ def test_batch_runs_programs_in_a_pool(tmp_path: Path) -> None:
         names.append(str(tmp_path / f"{name}.wat"))
     forever = tmp_path / "forever.wat"
     forever.write_text(LOOP_FOREVER)
-    proc = wasmformer("batch", *names, str(forever), "--jobs", "2", "--max-steps", "1000")
+    proc = wasmformer("batch", "--engine", "reference", *names, str(forever), "--jobs", "2",
+                      "--max-steps", "1000")
     assert proc.returncode == 7, proc.stderr
-    assert proc.stdout == b"hi\n" == wasmformer("run", names[0]).stdout
+    assert proc.stdout == b"hi\n" == wasmformer("run", "--engine", "reference", names[0]).stdout
     lines = proc.stderr.decode().splitlines()
     assert [line.split(":")[0] for line in lines[:4]] == names + [str(forever)]
     assert "exit=7" in lines[0] and "exit=0" in lines[1] and "exit=3" in lines[2]

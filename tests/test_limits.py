@@ -27,7 +27,7 @@ def test_wall_clock_budget_stops_a_run() -> None:
     start = time.monotonic()
     with pytest.raises(BudgetExceeded, match=r"^wall-clock budget of 0.2 s exhausted after "
                                              r"\d+ instructions$"):
-        wasmformer.run(LOOP_FOREVER, timeout=0.2)
+        wasmformer.run(LOOP_FOREVER, engine="reference", timeout=0.2)
     assert time.monotonic() - start < 10
 
 
@@ -38,18 +38,18 @@ def test_wall_clock_budget_stops_a_trace() -> None:
 
 
 def test_a_run_within_its_budgets_is_unchanged() -> None:
-    plain = wasmformer.run(COUNT_TO)
-    timed = wasmformer.run(COUNT_TO, timeout=600, max_steps=plain.instructions)
+    plain = wasmformer.run(COUNT_TO, engine="reference")
+    timed = wasmformer.run(COUNT_TO, engine="reference", timeout=600, max_steps=plain.instructions)
     assert (timed.exit_code, timed.instructions) == (0, plain.instructions)
     with pytest.raises(BudgetExceeded, match="step budget"):
-        wasmformer.run(COUNT_TO, timeout=600, max_steps=plain.instructions - 1)
+        wasmformer.run(COUNT_TO, engine="reference", timeout=600, max_steps=plain.instructions - 1)
 
 
 @pytest.mark.parametrize(("budget", "message"), [({"max_steps": 1000}, "step budget of 1000"),
                                                  ({"timeout": 0.2}, "wall-clock budget")])
 def test_budgets_bound_the_start_function(budget: dict, message: str) -> None:
     with pytest.raises(BudgetExceeded, match=message):
-        wasmformer.run(START_LOOPS, **budget)
+        wasmformer.run(START_LOOPS, engine="reference", **budget)
     with pytest.raises(BudgetExceeded, match=message):
         wasmformer.trace(START_LOOPS, **budget)
 
@@ -63,7 +63,7 @@ def test_invoke_takes_its_own_timeout() -> None:
 @pytest.mark.parametrize("timeout", [0, -1.5, float("nan")])
 def test_a_timeout_must_be_positive(timeout: float) -> None:
     with pytest.raises(InputError, match="timeout must be a positive number"):
-        wasmformer.run(COUNT_TO, timeout=timeout)
+        wasmformer.run(COUNT_TO, engine="reference", timeout=timeout)
 
 
 def test_memory_grow_stops_at_the_host_limit() -> None:
@@ -75,11 +75,11 @@ def test_memory_grow_stops_at_the_host_limit() -> None:
 
 def test_initial_memory_over_the_host_limit_does_not_instantiate() -> None:
     with pytest.raises(LinkError, match="memory of 5 pages exceeds the host limit of 4 pages"):
-        wasmformer.run(GROW % 5, limits=HostLimits(max_memory_pages=4))
+        wasmformer.run(GROW % 5, engine="reference", limits=HostLimits(max_memory_pages=4))
 
 
 def test_call_depth_limit_traps() -> None:
-    runs = [wasmformer.run(RECURSE, limits=HostLimits(max_call_depth=d)) for d in (10, 20, 30)]
+    runs = [wasmformer.run(RECURSE, engine="reference", limits=HostLimits(max_call_depth=d)) for d in (10, 20, 30)]
     assert all((r.exit_code, r.trap) == (134, "call stack exhausted") for r in runs)
     per_frame = runs[1].instructions - runs[0].instructions
     assert per_frame > 0 and runs[2].instructions - runs[1].instructions == per_frame

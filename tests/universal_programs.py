@@ -256,6 +256,14 @@ TRAP_PROGRAMS: dict[str, tuple[str, list[tuple[str, list[int]]]]] = {
         (i32.sub (call $mid (local.get $x)) (i32.const 1)))
       (func (export "now") unreachable))""",
                     [("run", [1]), ("run", [7]), ("run", [2]), ("now", []), ("run", [0])]),
+    "unsupported": ("""(module
+      (func $half (param $x i32) (result i32)
+        (i32.trunc_f32_s (f32.div (f32.convert_i32_s (local.get $x)) (f32.const 2))))
+      (func (export "run") (param $x i32) (result i32)
+        (if (result i32) (i32.lt_u (local.get $x) (i32.const 10))
+          (then (i32.add (local.get $x) (i32.const 1)))
+          (else (call $half (local.get $x))))))""",
+                    [("run", [3]), ("run", [12]), ("run", [4])]),
     "recursion_depth": ("""(module
       (func $down (export "down") (param $n i32) (result i32)
         (if (result i32) (i32.eqz (local.get $n))
@@ -311,6 +319,7 @@ OUTCOMES = {"grow_oob": ["trap", "halt", "halt", "trap", "halt", "halt", "trap"]
             "memory_oob": ["halt", "trap", "halt", "trap", "trap", "halt", "trap", "halt"],
             "call_indirect": ["trap", "halt", "trap", "trap", "trap", "trap", "halt"],
             "unreachable": ["halt", "trap", "halt", "trap", "halt"],
+            "unsupported": ["halt", "trap", "halt"],
             "recursion_depth": ["halt", "trap", "halt", "trap", "halt"]}
 
 

@@ -168,7 +168,7 @@ class RunResult:
 def run(
     program: Program,
     *,
-    engine: str = "reference",
+    engine: str = "fast",
     max_steps: int | None = None,
     max_tokens: int | None = None,
     timeout: float | None = None,

@@ -102,11 +102,12 @@ def _write_atomically(target: Path, data: bytes | Callable[[Path], None]) -> Non
 def run(
     program: str = typer.Argument(..., help="PROG.c, PROG.wat or PROG.wasm (a WASI program)."),
     engine: str = typer.Option(
-        "reference",
-        help="Executor: reference (the default: the reference machine; runs every program), "
-             "torch (the universal transformer, KV cache) or fast (the same weights, "
-             "hull-cached decoder). torch and fast refuse what their graph does not cover "
-             "yet (division, memory.grow, long prompts: no C program so far)."),
+        "fast",
+        help="Executor: fast (the default: the universal transformer's weights decoded with "
+             "hull-cached attention), torch (the same model as a torch module, KV cache) or "
+             "reference (the reference machine, no transformer). fast and torch refuse, "
+             "before any token, what their model cannot hold (floats, more than 16 memory "
+             "pages, streams over 2**20 tokens): run those with --engine reference."),
     max_steps: int = MAX_STEPS_OPTION,
     max_tokens: int = MAX_TOKENS_OPTION,
     timeout: float = TIMEOUT_OPTION,
@@ -163,7 +164,7 @@ def _print_stats(engine: str, result: api.RunResult, seconds: float) -> None:
 @app.command()
 def batch(
     programs: list[str] = typer.Argument(..., help="WASI programs (.c, .wat, .wasm)."),
-    engine: str = typer.Option("reference", help="Executor: reference, torch or fast."),
+    engine: str = typer.Option("fast", help="Executor: fast, torch or reference."),
     jobs: int = typer.Option(0, "--jobs", "-j", min=0,
                              help="Worker processes; 0: one per CPU."),
     max_steps: int = MAX_STEPS_OPTION,

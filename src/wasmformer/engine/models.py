@@ -129,13 +129,31 @@ def universal_model(max_len: int, dtype: str = "float64", device: str = "cpu") -
     refuses."""
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r} (float64 or float32)")
-    if (max_len, dtype, device) in _loaded:
-        return _loaded[max_len, dtype, device]
+    at = (max_len, dtype, device)
+    if at in _loaded:
+        _loaded[at] = _loaded.pop(at)  # the most recently used last
+        return _loaded[at]
     model = _cpu_model(max_len, dtype)
     if device != "cpu":  # Module.to moves in place: keep the CPU copy as it is
         model = copy.deepcopy(model).to(device)
-    _loaded[max_len, dtype, device] = model
-    return _loaded[max_len, dtype, device]
+    _remember(at, model)
+    return model
+
+
+KEEP = 2  # models held in process (a growing stream moves up the buckets: ~1.4 GB each)
+
+
+def _remember(at: tuple[int, str, str], model: Transformer) -> None:
+    _loaded[at] = model
+    while len(_loaded) > KEEP:
+        del _loaded[next(iter(_loaded))]  # the least recently used
+
+
+def release_models() -> None:
+    """Drop the models this process holds (each dense bucket is over a gigabyte in
+    float64); the on-disk cache stays, so the next use loads instead of building."""
+    _loaded.clear()
+    _fast.clear()
 
 
 def fast_model(max_len: int, dtype: str = "float64", device: str = "cpu") -> Transformer:
@@ -169,8 +187,18 @@ def _cpu_model(max_len: int, dtype: str) -> Transformer:
             _refused[at] = str(exc)
             raise
         _write(weights, lambda tmp: save_model(model, tmp))
-    _loaded[at] = model
+        _prune(path)
+    _remember(at, model)
     return model
+
+
+def _prune(current: Path) -> None:
+    """Remove this bucket's models built from other sources (over a gigabyte each): a code
+    change rebuilds, and the disk should not keep every past build."""
+    stem = current.name.rsplit("-", 1)[0]  # universal-{max_len}-{dtype}
+    for old in current.parent.glob(f"{stem}-*"):
+        if old.name.split(".")[0] != current.name:
+            old.unlink(missing_ok=True)
 
 
 def _write(target: Path, write) -> None:

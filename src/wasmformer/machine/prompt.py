@@ -26,7 +26,8 @@ from .fuse import CONST, LOCAL, NONE, FusedInstr, FusedProgram, emitted_bytes
 from .instance import Instance
 from .vocab import le, op_token, tok, type_token
 
-VERSION = 2  # 2: ELEMS lists every table slot, nulls included (1: the non-null ones)
+VERSION = 3  # 3: an unsupported (float) instruction's X is its own fused pc; 2: ELEMS lists
+# every table slot, nulls included (1: the non-null ones)
 LINE = 16  # bytes of memory per DATA record
 # A DATA record is a memory run as a host call's trace writes one (``MEM address(4) n(2)``
 # then n bytes) with n = LINE: one format for every memory write that is not a store, so a
@@ -147,7 +148,7 @@ def _prompt(instance: Instance, fused: FusedProgram, func_index: dict[int, int])
     jtab: list[list[int]] = []
     code = []
     for pc, fi in enumerate(fused.code):
-        code.append(_code_record(fi, fused.prefix[pc], jtab))
+        code.append(_code_record(fi, pc, fused.prefix[pc], jtab))
     w.section("JTAB", jtab)
     w.section("CODE", code)
     w.tokens.append(tok("END"))
@@ -170,7 +171,7 @@ def _data_lines(data: bytes) -> list[list[int]]:
     return lines
 
 
-def _code_record(fi: FusedInstr, c: int, jtab: list[list[int]]) -> list[int]:
+def _code_record(fi: FusedInstr, pc: int, c: int, jtab: list[list[int]]) -> list[int]:
     """One CODE record. X/Y/Z hold the core op's immediates (docs/PROTOCOL.md)."""
     modes: list[str | None] = [None, None]
     values = [0, 0]
@@ -180,7 +181,7 @@ def _code_record(fi: FusedInstr, c: int, jtab: list[list[int]]) -> list[int]:
     for i, src in enumerate(fi.srcs):
         slot = 2 - len(fi.srcs) + i
         modes[slot], values[slot] = src.mode, src.value
-    x, y, z = _immediates(fi, jtab)
+    x, y, z = _immediates(fi, pc, jtab)
     w = emitted_bytes(fi)
     if w >= 1 << 16:
         raise LinkError(f"an instruction emits {w} bytes of values: more than the protocol's "
@@ -193,8 +194,10 @@ def _code_record(fi: FusedInstr, c: int, jtab: list[list[int]]) -> list[int]:
     return [t for name, _ in CODE_FIELDS for t in fields[name]]
 
 
-def _immediates(fi: FusedInstr, jtab: list[list[int]]) -> tuple[int, int, int]:
+def _immediates(fi: FusedInstr, pc: int, jtab: list[list[int]]) -> tuple[int, int, int]:
     op, a = fi.op, fi.args
+    if op == "unsupported":  # its trap's payload (UNSUPPORTED + the fused pc)
+        return pc, 0, 0
     if op in ("br", "br_if"):
         return a[0], a[1], a[2]
     if op == "br_table":
@@ -204,6 +207,6 @@ def _immediates(fi: FusedInstr, jtab: list[list[int]]) -> tuple[int, int, int]:
         return first, len(a[0]) + 1, 0
     if op == "return":
         return 0, a[0], a[1]
-    if op in ("br_unless", "jump") or (a and isinstance(a[0], int) and op != "unsupported"):
+    if op in ("br_unless", "jump") or (a and isinstance(a[0], int)):
         return a[0], (a[1] if len(a) > 1 else 0), 0
     return 0, 0, 0

@@ -108,6 +108,7 @@ def build_universal_graph(limits: Limits | None = None) -> tuple[Graph, dict]:
                                         limits.max_depth)
     trapping = traps.TrapSources()
     trapping.add("UNREACHABLE", traps.unreachable(ops))
+    trapping.add("UNSUPPORTED", traps.unsupported(ops), nxt.bytes("X")[:3])
     trapping.add("MEMORY_OOB", mem.oob)  # memory.py already gives way to it
     for reason, cond in table_call.traps.items():
         trapping.add(reason, cond, b.bytes[:traps.REASONS[reason]])

@@ -19,7 +19,7 @@ After the trap the engine writes the next invocation's ``CALL`` anchor: depth 0,
 frame, fresh stack slots, so nothing of the trapped invocation is read again (the trap's
 own tokens carry no write keys: ``offsets``' third value).
 
-Sources built here: ``unreachable`` (always), and the call-depth limit: a ``call`` of a
+Sources built here: ``unreachable`` and ``unsupported`` (always), and the call-depth limit: a ``call`` of a
 defined function at depth ``max_depth - 1`` traps ``STACK_EXHAUSTED``, which is what the
 reference executor does with ``HostLimits(max_call_depth=limits.max_depth - 1)`` (it traps
 a call made with that many frames open; ``Limits.call_depth_limit``). Others come from
@@ -40,10 +40,10 @@ from .operand import Operand
 from .window import Window
 
 TRAP = vocab.tok("TRAP")
-REASONS = {name: payload for name, _, payload in vocab.TRAPS if name != "UNSUPPORTED"}
+REASONS = {name: payload for name, _, payload in vocab.TRAPS}
 PAYLOAD = max(REASONS.values())  # the longest payload after the reason token (4)
 ONE = Linear((), 1)
-OPS = ("unreachable",)  # the ops whose only tokens are a trap
+OPS = ("unreachable", "unsupported")  # the ops whose only tokens are a trap
 
 
 def window_needs() -> dict[int, set[str]]:
@@ -109,6 +109,12 @@ class TrapSources:
 
 def unreachable(op: Mapping[str, LinearLike]) -> Linear:
     return as_linear(op["unreachable"])
+
+
+def unsupported(op: Mapping[str, LinearLike]) -> Linear:
+    """An instruction outside the machine (a float op) traps when executed, as the reference
+    machine does; its payload is its fused pc, the record's X (machine/prompt.py)."""
+    return as_linear(op["unsupported"])
 
 
 def stack_exhausted(g: Graph, calls: LinearLike, depth: LinearLike, host: LinearLike,
