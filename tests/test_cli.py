@@ -61,13 +61,13 @@ def test_run_stats_go_to_stderr(tmp_path: Path) -> None:
 
 
 def test_missing_file() -> None:
-    assert_one_clean_line(wasmformer("run", "--engine", "reference", "no/such/prog.c"), 2, "no such file")
+    assert_one_clean_line(wasmformer("run", "no/such/prog.c"), 2, "no such file")
 
 
 def test_not_a_wasm_file(tmp_path: Path) -> None:
     junk = tmp_path / "junk.wasm"
     junk.write_bytes(b"this is not wasm at all")
-    assert_one_clean_line(wasmformer("run", "--engine", "reference", str(junk)), 2, "not a WebAssembly binary")
+    assert_one_clean_line(wasmformer("run", str(junk)), 2, "not a WebAssembly binary")
 
 
 def test_truncated_wasm(tmp_path: Path) -> None:
@@ -77,7 +77,7 @@ def test_truncated_wasm(tmp_path: Path) -> None:
     assert wasmformer("compile", str(good), "-o", str(out)).returncode == 0
     data = out.read_bytes()
     out.write_bytes(data[: len(data) * 2 // 3])
-    assert_one_clean_line(wasmformer("run", "--engine", "reference", str(out)), 2, "malformed module")
+    assert_one_clean_line(wasmformer("run", str(out)), 2, "malformed module")
 
 
 def test_invalid_module(tmp_path: Path) -> None:
@@ -116,7 +116,7 @@ def test_trap(tmp_path: Path) -> None:
 def test_unknown_engine(tmp_path: Path) -> None:
     prog = tmp_path / "w.wat"
     prog.write_text(WRITE_AND_EXIT)
-    assert_one_clean_line(wasmformer("run", "--engine", "reference", str(prog), "--engine", "warp"), 2, "unknown engine")
+    assert_one_clean_line(wasmformer("run", str(prog), "--engine", "warp"), 2, "unknown engine")
 
 
 def test_compile_writes_wasm_and_no_partial_file_on_error(tmp_path: Path) -> None:
@@ -247,7 +247,7 @@ FILL_AND_EXIT = """(module
 def test_run_engine_torch(tmp_path: Path) -> None:
     prog = tmp_path / "loop.wat"
     prog.write_text(LOOP_FIVE)
-    proc = wasmformer("run", "--engine", "reference", str(prog), "--engine", "torch", "--stats")
+    proc = wasmformer("run", str(prog), "--engine", "torch", "--stats")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == wasmformer("run", "--engine", "reference", str(prog)).stdout == b""
     assert b"engine=torch prompt=" in proc.stderr and b"tokens/s" in proc.stderr
@@ -257,7 +257,7 @@ def test_run_engine_torch(tmp_path: Path) -> None:
 def test_transformer_engine_refuses_what_it_does_not_cover(tmp_path: Path, engine: str) -> None:
     prog = tmp_path / "fill.wat"
     prog.write_text(FILL_AND_EXIT)
-    refused = wasmformer("run", "--engine", "reference", str(prog), "--engine", engine)
+    refused = wasmformer("run", str(prog), "--engine", engine)
     assert_one_clean_line(refused, 2, f"the {engine} engine cannot execute this program yet: pc ")
     assert b"memory.fill" in refused.stderr
     assert wasmformer("run", "--engine", "reference", str(prog)).returncode == 3  # the reference engine runs it
@@ -266,7 +266,7 @@ def test_transformer_engine_refuses_what_it_does_not_cover(tmp_path: Path, engin
 def test_transformer_engine_runs_host_calls(tmp_path: Path) -> None:
     prog = tmp_path / "write.wat"
     prog.write_text(WRITE_AND_EXIT)
-    proc = wasmformer("run", "--engine", "reference", str(prog), "--engine", "fast")
+    proc = wasmformer("run", str(prog), "--engine", "fast")
     assert (proc.returncode, proc.stdout) == (7, b"hi\n"), proc.stderr
 
 
@@ -276,7 +276,7 @@ def test_transformer_engine_refuses_a_long_stream(tmp_path: Path, engine: str) -
     # bucket (2**20 positions)
     prog = tmp_path / "long.wat"
     prog.write_text('(module (table 110000 funcref) (func (export "_start")))')
-    assert_one_clean_line(wasmformer("run", "--engine", "reference", str(prog), "--engine", engine), 2,
+    assert_one_clean_line(wasmformer("run", str(prog), "--engine", engine), 2,
                           "the universal model is proven exact for at most")
 
 
@@ -284,21 +284,21 @@ def test_transformer_engine_refuses_a_long_stream(tmp_path: Path, engine: str) -
 def test_transformer_engine_token_budget(tmp_path: Path, engine: str) -> None:
     prog = tmp_path / "loop.wat"
     prog.write_text(LOOP_FOREVER)
-    assert_one_clean_line(wasmformer("run", "--engine", "reference", str(prog), "--engine", engine, "--max-tokens", "30"),
+    assert_one_clean_line(wasmformer("run", str(prog), "--engine", engine, "--max-tokens", "30"),
                           124, "token budget of 30 exhausted (trace tokens generated)")
 
 
 def test_torch_wall_clock_budget(tmp_path: Path) -> None:
     prog = tmp_path / "loop.wat"
     prog.write_text(LOOP_FOREVER)
-    assert_one_clean_line(wasmformer("run", "--engine", "reference", str(prog), "--engine", "torch", "--timeout", "0.5"),
+    assert_one_clean_line(wasmformer("run", str(prog), "--engine", "torch", "--timeout", "0.5"),
                           124, "wall-clock budget of 0.5 s exhausted after")
 
 
 def test_run_engine_fast(tmp_path: Path) -> None:
     prog = tmp_path / "loop.wat"
     prog.write_text(LOOP_FIVE)
-    proc = wasmformer("run", "--engine", "reference", str(prog), "--engine", "fast", "--stats")
+    proc = wasmformer("run", str(prog), "--engine", "fast", "--stats")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == b""
     assert b"engine=fast prompt=" in proc.stderr and b"tokens/s scans=0 min_margin=" in proc.stderr

@@ -18,7 +18,7 @@ from rich.console import Console
 from . import api
 from . import dataset as datasets
 from .engine import BUCKETS, universal_model
-from .errors import BudgetExceeded, InputError, WasmformerError
+from .errors import BudgetExceeded, EngineRefusal, InputError, WasmformerError
 from .machine import HostLimits
 from .machine.runtime import MAX_PAGES
 from .machine.tokens import trace_lines
@@ -134,6 +134,9 @@ def run(
         )
     except BudgetExceeded as exc:
         raise _fail(str(exc), exc.exit_code) from None
+    except EngineRefusal as exc:  # say what still runs it
+        raise _fail(f"{exc} (--engine reference runs it on the reference machine)",
+                    exc.exit_code) from None
     if result.trap is not None:
         err_console.print(f"trap: {result.trap}", markup=False)
     for note in result.notes:
