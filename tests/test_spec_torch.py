@@ -146,6 +146,8 @@ class TorchScriptRunner:
         self.tally.failed += 1
         self.tally.failures.append(f"{self.name}.wast:{cmd['line']} {cmd['action']['field']}: "
                                    f"{message}")
+        if self.progress:
+            print("  FAILED", self.tally.failures[-1], flush=True)
 
 
 @pytest.mark.slow
