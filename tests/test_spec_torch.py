@@ -6,11 +6,14 @@ evolves as the suite expects. Before the reference runs an ``assert_return``/``a
 stream whose prompt is the reference instance's state at that moment:
 
 - one stream serves consecutive assertions while the module's state (memory, globals,
-  tables) is unchanged and the stream fits the largest proven bucket; when it does not fit,
-  the stream is rewound to its prompt (``TorchSession.rewind``: the prompt's cache is kept),
-  and when the state changed, a fresh stream starts from the current state. That is exact
-  by construction: a prompt describes the state its trace starts from (docs/PROTOCOL.md),
-  and both are the stream a fresh ``Instance`` would build from that state;
+  tables) is unchanged and the stream, with room for the next header and ``MAX_TOKENS``,
+  stays in the prompt's bucket (the smallest model holding the prompt and that room);
+  past it, the stream is rewound to its prompt (``TorchSession.rewind``: the prompt's cache
+  is kept) rather than moved to a larger model (exact too, but every token then costs more
+  and the larger model is prefilled again), and when the state changed, a fresh stream
+  starts from the current state. That is exact by construction: a prompt describes the
+  state its trace starts from (docs/PROTOCOL.md), and both are the stream a fresh
+  ``Instance`` would build from that state;
 - an invocation that may reach an instruction the graph does not cover is *refused* (never
   run); everything it runs must give the expected results or trap.
 
@@ -31,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from spec_suite import is_integer_only, module_bytes, spec_script  # noqa: E402
 from test_spec_exec import arg_value, matches  # noqa: E402
 
-from wasmformer.engine import TorchSession  # noqa: E402
+from wasmformer.engine import TorchSession, bucket_for  # noqa: E402
 from wasmformer.errors import EngineRefusal, Trap, WasmformerError  # noqa: E402
 from wasmformer.machine import Instance, Linker, SpectestHost  # noqa: E402
 from wasmformer.wasm import load_module  # noqa: E402
@@ -97,25 +100,28 @@ class TorchScriptRunner:
         except Trap:
             pass
 
-    def stream_for(self, inst: Instance, fresh: bool) -> TorchSession:
-        """The stream for the next assertion; ``fresh``: one without earlier invocations."""
+    def stream_for(self, inst: Instance, name: str, args: list) -> TorchSession:
+        """The stream for the next assertion: the current one while the state is the prompt's
+        and the invocation keeps it in the prompt's bucket, else rewound to its prompt (a
+        longer stream would move to a larger model, exact but slower per token, and be
+        prefilled again), or a fresh stream on a changed state."""
         key = state_key(inst)
         if self.session is None or key != self.key:
             self.session, self.key = TorchSession(inst), key
             self.tally.streams += 1
-        elif fresh:  # same state as the prompt's: rewinding is a fresh stream, prefill kept
-            self.session.rewind()
+            return self.session
+        session = self.session
+        extra = len(session.machine.invocation(name, args)[1]) + MAX_TOKENS
+        if (len(session.stream) > session.prompt_length
+                and bucket_for(len(session.stream) + extra)
+                != bucket_for(session.prompt_length + extra)):
+            session.rewind()  # same state as the prompt's: a fresh stream, prefill kept
             self.tally.rewinds += 1
-        return self.session
+        return session
 
     def check_torch(self, cmd: dict, inst: Instance, name: str, args: list) -> None:
         try:
-            try:
-                ended = self.stream_for(inst, False).invoke(name, args, max_tokens=MAX_TOKENS)
-            except EngineRefusal as e:
-                if "proven exact for at most" not in str(e):
-                    raise
-                ended = self.stream_for(inst, True).invoke(name, args, max_tokens=MAX_TOKENS)
+            ended = self.stream_for(inst, name, args).invoke(name, args, max_tokens=MAX_TOKENS)
         except EngineRefusal as e:
             if "proven exact for at most" in str(e):
                 self.tally.too_long += 1
