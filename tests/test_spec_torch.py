@@ -17,7 +17,9 @@ stream whose prompt is the reference instance's state at that moment:
 - an invocation that may reach an instruction the graph does not cover is *refused* (never
   run); everything it runs must give the expected results or trap.
 
-``python tests/test_spec_torch.py [FILE ...]`` prints the counts per file.
+``python tests/test_spec_torch.py [FILE ...]`` prints the counts per file. Measured
+(docs/UNIVERSAL.md): i32 374 passed, i64 384 passed, 0 failed, 0 refused (5,776 and 14,146
+generated tokens; 15 and 13 minutes on the shared 2-core CPU).
 """
 
 from __future__ import annotations
@@ -164,6 +166,7 @@ def test_spec_file_on_the_torch_engine(name: str) -> None:
     print(f"{name}: passed {t.passed} failed {t.failed} refused: unsupported {t.unsupported}, "
           f"too long {t.too_long}")
     assert not t.failures, "\n".join(t.failures[:20])
+    assert t.unsupported == 0 and t.too_long == 0  # the graph covers i32/i64; streams fit
     assert t.passed > 0
 
 
