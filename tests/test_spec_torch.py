@@ -19,7 +19,7 @@ stream whose prompt is the reference instance's state at that moment:
 
 ``python tests/test_spec_torch.py [FILE ...]`` prints the counts per file. Measured
 (docs/UNIVERSAL.md): i32 374 passed, i64 384 passed, 0 failed, 0 refused (5,776 and 14,146
-generated tokens; 15 and 13 minutes on the shared 2-core CPU).
+generated tokens; 10.5 and 13 minutes on the shared 2-core CPU).
 """
 
 from __future__ import annotations
