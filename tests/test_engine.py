@@ -37,6 +37,7 @@ from wasmformer.engine import (  # noqa: E402
     fast_model,
     universal_model,
 )
+from wasmformer.engine.sparse import sparse_read  # noqa: E402
 from wasmformer.errors import BudgetExceeded, EngineRefusal, InputError  # noqa: E402
 from wasmformer.machine import Instance, Linker, TokenMachine  # noqa: E402
 from wasmformer.model import load_model, save_model  # noqa: E402
@@ -251,6 +252,28 @@ def test_sparse_path_is_bit_identical(model) -> None:
     tokens = torch.tensor([stream("sum_to").tokens])
     with torch.inference_mode():
         assert torch.equal(model(tokens), universal_model(BUCKETS[0])(tokens))
+
+
+@pytest.mark.parametrize("queries", [1, 7])
+def test_sparse_attention_read(queries: int) -> None:
+    """The sparse read equals ``w @ v`` bit for bit on one-hot and empty rows (lookup heads)
+    and silent heads, and to rounding on a mean head (the dense product per head)."""
+    gen = torch.Generator().manual_seed(1)
+    b, h, tk, d = 2, 4, 300, 5
+    v = torch.randn(b, h, tk, d, generator=gen, dtype=torch.float64)
+    w = torch.zeros(b, h, queries, tk, dtype=torch.float64)
+    keys = torch.randint(tk, (b, queries), generator=gen)
+    for i in range(b):
+        for q in range(queries):
+            w[i, 0, q, keys[i, q]] = 1.0  # a lookup head
+            w[i, 1, q, keys[i, q]] = float(q % 2)  # one-hot or empty rows
+            w[i, 2, q] = 1 / tk  # a mean head
+    v[:, 3] = 0.0
+    w[:, 3] = 1 / tk  # a padding head: uniform weights, zero values
+    got, want = sparse_read(w, v, [False, False, False, True]), w @ v
+    assert torch.equal(got[:, [0, 1, 3]], want[:, [0, 1, 3]])
+    assert torch.allclose(got[:, 2], want[:, 2], rtol=1e-12, atol=1e-15)
+    assert not torch.equal(sparse_read(w, v, [True] * h)[:, 0], want[:, 0])  # it reads v
 
 
 def test_saved_model_loads_bit_identical(model, tmp_path: Path) -> None:
