@@ -112,6 +112,10 @@ def _measure_engine(path: str, engine: str, max_tokens: int | None) -> dict:
 
 
 def _child(conn, fn, args) -> None:
+    try:  # if memory runs out, the kernel kills this measurement, not the machine's other work
+        Path("/proc/self/oom_score_adj").write_text("1000")
+    except OSError:
+        pass
     try:
         conn.send(fn(*args))
     except Exception as exc:  # reported in the table, never hidden
@@ -127,7 +131,13 @@ def _isolated(fn, *args, timeout: float) -> dict:
     proc = ctx.Process(target=_child, args=(child, fn, args), daemon=True)
     proc.start()
     child.close()
-    result = parent.recv() if parent.poll(timeout) else {"note": f"timeout after {timeout:.0f} s"}
+    try:
+        result = parent.recv() if parent.poll(timeout) else {"note": f"timeout after {timeout:.0f} s"}
+    except EOFError:  # it died without a word: killed (out of memory) or crashed
+        proc.join()
+        code = proc.exitcode
+        return {"note": f"the process died ({f'signal {-code}' if code and code < 0 else f'exit {code}'}"
+                        f"{': out of memory?' if code == -9 else ''})"}
     proc.kill()
     proc.join()
     return result
@@ -177,12 +187,13 @@ def measure_program(name: str, engines: tuple[str, ...], per_run_timeout: float,
     return row
 
 
-# The sum_to sweep: the fast engine out to the largest proven bucket (~1M trace tokens,
-# ~5 minutes of CPU time at ~3-4K tokens/s); the torch engine decodes the same stream's first
-# TORCH_SCALING_TOKENS tokens (O(n) per token: a few minutes of CPU time), both checked
-# token by token against the token machine.
-SCALING_POSITIONS = 2**20
-TORCH_SCALING_TOKENS = 6144
+# The sum_to sweep: the fast engine out to 2**18 positions (~260K trace tokens, ~1.5 minutes
+# of CPU time at ~3-4K tokens/s; 2**20 would cost ~5 minutes but its per-position arrays
+# outgrew a 24 GB machine shared with other work: ~10 GB RSS by ~500K positions); the torch
+# engine decodes the same stream's first TORCH_SCALING_TOKENS tokens (O(n) per token: ~2
+# minutes of CPU time), both checked token by token against the token machine.
+SCALING_POSITIONS = 2**18
+TORCH_SCALING_TOKENS = 4096
 QUICK_SCALING_POSITIONS = 1024
 
 
