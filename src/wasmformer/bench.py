@@ -460,11 +460,12 @@ def run_bench(out_dir: Path, *, quick: bool = False, engines: tuple[str, ...] | 
                 if plot_scaling(scaling, out_dir / "bench-scaling.png") else None
             scaling_lines = render_scaling(scaling, scaling_plot) if scaling else []
         for name in names:
-            if len(names) > 1:
-                write([], scaling_lines, f"measured {len(rows)} of {len(names)} programs so far")
             rows.append(measure_program(name, engines, per_run_timeout, say))
             progress.advance(task)
-    plots = ["bench-speed.png"] if plot_rates(rows, engines, out_dir / "bench-speed.png") else []
+            plots = ["bench-speed.png"] \
+                if plot_rates(rows, engines, out_dir / "bench-speed.png") else []
+            if len(rows) < len(names):
+                write(plots, scaling_lines, f"measured {len(rows)} of {len(names)} programs")
     if with_scaling and not quick and len(names) > 1:  # --quick stays CI-sized
         scaling_lines += render_batch(names, measure_batch(names))
     write(plots, scaling_lines)
