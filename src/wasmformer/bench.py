@@ -30,7 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-QUICK_MAX_INSTRUCTIONS = 100_000  # --quick: programs the manifest says run under this
+# --quick: programs the manifest says run under this many instructions (hello, exitcode:
+# ~26K-token prompts, ~25 s and ~3 GB each on the fast engine; abort's 178K-token prompt
+# already costs minutes and ~8 GB)
+QUICK_MAX_INSTRUCTIONS = 5_000
 SCALING_TIMEOUT = 1800.0  # seconds for one engine's scaling sweep
 # The torch engine's CPU budget on an example: at ~3K positions it decodes ~50 tokens/s
 # (O(n) attention per token), so 8,192 positions cost a few minutes; every C example's
