@@ -6,7 +6,16 @@ import tomllib
 
 from test_cli import assert_one_clean_line, wasmformer
 
-from wasmformer.bench import EXAMPLES, Measurement, ProgramRow, render, run_bench, suite
+from wasmformer.bench import (
+    EXAMPLES,
+    TORCH_MAX_POSITIONS,
+    Measurement,
+    ProgramRow,
+    render,
+    run_bench,
+    suite,
+    torch_skip_note,
+)
 
 
 def test_suite_orders_by_size_and_quick_drops_long_programs():
@@ -34,6 +43,18 @@ def test_render_shows_why_an_engine_has_no_number():
     text = render([row], ("torch",), [], 1.0)
     assert "| p | 10 | 25 | 2.50 | 7 |" in text
     assert "pc 3: i32.load not supported" in text
+
+
+def test_torch_is_skipped_by_the_stream_against_its_budget():
+    """The rule is the stream's length (prompt + trace, from the token machine), not a list of
+    programs: one position over the budget gets the note, the budget itself does not."""
+    under = ProgramRow("a", trace_tokens=100, prompt_tokens=TORCH_MAX_POSITIONS - 100)
+    over = ProgramRow("b", trace_tokens=101, prompt_tokens=TORCH_MAX_POSITIONS - 100)
+    assert torch_skip_note(under) == ""
+    note = torch_skip_note(over)
+    assert note.startswith(f"not run: a stream of {TORCH_MAX_POSITIONS + 1:,} positions")
+    over.engines["torch"] = Measurement(note=note)
+    assert note in render([over], ("torch",), [], 1.0)
 
 
 def test_bench_refuses_an_unknown_engine(tmp_path):

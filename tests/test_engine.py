@@ -301,6 +301,31 @@ def test_stops_where_the_proven_positions_end(model, monkeypatch, engine: str) -
         inst.invoke("f", [1], engine=engine)
 
 
+@pytest.mark.parametrize("max_tokens, bucket", [(None, BUCKETS[0]), (3000, BUCKETS[1]),
+                                                (BUCKETS[1], BUCKETS[2])])
+def test_a_token_budget_picks_the_bucket_that_holds_it(monkeypatch, max_tokens, bucket) -> None:
+    """Without a budget the stream starts in the smallest bucket (and moves up as it grows);
+    with one, in the smallest bucket holding the prompt, the header and the budget, so the
+    stream is fed once. The model is never built here: the first one asked for stops it."""
+    from wasmformer.engine import session
+
+    asked = []
+
+    class Asked(Exception):
+        pass
+
+    def model_for(max_len, *args, **kwargs):
+        asked.append(max_len)
+        raise Asked
+
+    monkeypatch.setattr(session, "universal_model", model_for)
+    wat, calls = PROGRAMS["sum_to"]
+    s = Session(machine_instance(wat), engine="fast")
+    with pytest.raises(Asked):
+        s.invoke(*calls[0], max_tokens=max_tokens)
+    assert asked == [bucket]
+
+
 # --- division: its stage tokens through the compiled model ---
 
 DIVIDE = """(module

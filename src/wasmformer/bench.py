@@ -6,8 +6,13 @@ machine, the reference token machine (trace and prompt tokens), and every transf
 that ``api.ENGINES`` offers (tokens/s). Each measurement runs in a fresh process so its peak
 RSS is its own and a crash or a hang stays contained (``per_run_timeout``).
 
-An engine that cannot execute a program yet (the universal graph does not cover it) gets its
-one-line reason in the table instead of a number: nothing is estimated.
+An engine that cannot execute a program gets its one-line reason in the table instead of a
+number: nothing is estimated. The transformer engines run with the reference trace's token
+count as their token budget (``max_tokens``), so a stream that cannot fit the largest proven
+bucket (sudoku's ~6M tokens) is refused by the engine itself before any token is decoded.
+The torch engine is run on a program only when its stream (prompt + trace) fits
+``TORCH_MAX_POSITIONS``: its KV cache costs O(n) per token on CPU, and a C program's prompt
+alone is ~26K tokens; the scaling section measures it instead.
 
 The scaling section (``scaling``): tokens/s against the position for the transformer
 engines (torch's KV cache: O(n) attention per token; fast's hull caches: O(log n)) on one
@@ -25,14 +30,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-QUICK_MAX_INSTRUCTIONS = 100_000  # --quick: programs the manifest says run under this
-SCALING_TIMEOUT = 1800.0  # seconds for one engine's scaling sweep (torch: ~6K tokens)
+# --quick: programs the manifest says run under this many instructions (hello, exitcode:
+# ~26K-token prompts, ~25 s and ~3 GB each on the fast engine; abort's 178K-token prompt
+# already costs minutes and ~8 GB)
+QUICK_MAX_INSTRUCTIONS = 5_000
+SCALING_TIMEOUT = 1800.0  # seconds for one engine's scaling sweep
+# The torch engine's CPU budget on an example: at ~3K positions it decodes ~50 tokens/s
+# (O(n) attention per token), so 8,192 positions cost a few minutes; every C example's
+# stream (its ~26K-token prompt first) is longer and would take an hour or more.
+TORCH_MAX_POSITIONS = 8192
+NOTE_CHARS = 220  # a note's cell: the first line of the engine's message, cut here
 
 
 @dataclass
 class Measurement:
     seconds: float | None = None
     peak_rss_mb: float | None = None
+    cpu_seconds: float | None = None  # the child's own user + system time
     tokens: int | None = None
     instructions: int | None = None
     note: str = ""  # why there is no number (unsupported, timeout, error)
@@ -64,6 +78,11 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _measure_native(path: str) -> dict:
     from .judge import run_wasmtime, time_wasmtime
     from .toolchain import program_bytes
@@ -81,21 +100,25 @@ def _measure_trace(path: str) -> dict:
             "instructions": result.instructions, "peak_rss_mb": _peak_rss_mb()}
 
 
-def _measure_engine(path: str, engine: str) -> dict:
+def _measure_engine(path: str, engine: str, max_tokens: int | None) -> dict:
     from . import api
     from .errors import WasmformerError
 
     try:
-        start = time.perf_counter()
-        result = api.run(path, engine=engine)
-        seconds = time.perf_counter() - start
+        start, cpu = time.perf_counter(), _cpu_seconds()
+        result = api.run(path, engine=engine, max_tokens=max_tokens)
+        seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
     except WasmformerError as exc:
-        return {"note": str(exc).splitlines()[0][:90]}
-    return {"seconds": seconds, "tokens": result.tokens, "instructions": result.instructions,
-            "peak_rss_mb": _peak_rss_mb()}
+        return {"note": str(exc).splitlines()[0][:NOTE_CHARS]}
+    return {"seconds": seconds, "cpu_seconds": cpu, "tokens": result.tokens,
+            "instructions": result.instructions, "peak_rss_mb": _peak_rss_mb()}
 
 
 def _child(conn, fn, args) -> None:
+    try:  # if memory runs out, the kernel kills this measurement, not the machine's other work
+        Path("/proc/self/oom_score_adj").write_text("1000")
+    except OSError:
+        pass
     try:
         conn.send(fn(*args))
     except Exception as exc:  # reported in the table, never hidden
@@ -111,51 +134,104 @@ def _isolated(fn, *args, timeout: float) -> dict:
     proc = ctx.Process(target=_child, args=(child, fn, args), daemon=True)
     proc.start()
     child.close()
-    result = parent.recv() if parent.poll(timeout) else {"note": f"timeout after {timeout:.0f} s"}
+    try:
+        result = parent.recv() if parent.poll(timeout) else {"note": f"timeout after {timeout:.0f} s"}
+    except EOFError:  # it died without a word: killed (out of memory) or crashed
+        proc.join()
+        code = proc.exitcode
+        return {"note": f"the process died ({f'signal {-code}' if code and code < 0 else f'exit {code}'}"
+                        f"{': out of memory?' if code == -9 else ''})"}
     proc.kill()
     proc.join()
     return result
 
 
 def _as_measurement(d: dict) -> Measurement:
-    return Measurement(d.get("seconds"), d.get("peak_rss_mb"), d.get("tokens"),
-                       d.get("instructions"), d.get("note", ""))
+    return Measurement(d.get("seconds"), d.get("peak_rss_mb"), d.get("cpu_seconds"),
+                       d.get("tokens"), d.get("instructions"), d.get("note", ""))
 
 
-def measure_program(name: str, engines: tuple[str, ...], per_run_timeout: float) -> ProgramRow:
+def torch_skip_note(row: ProgramRow) -> str:
+    """Why the torch engine is not run on this program ("" when it is): the stream the
+    reference token machine wrote, against ``TORCH_MAX_POSITIONS``."""
+    stream = row.prompt_tokens + row.trace_tokens
+    if stream <= TORCH_MAX_POSITIONS:
+        return ""
+    return (f"not run: a stream of {stream:,} positions, over the torch CPU budget of "
+            f"{TORCH_MAX_POSITIONS:,} (see Scaling)")
+
+
+def measure_program(name: str, engines: tuple[str, ...], per_run_timeout: float,
+                    progress=None) -> ProgramRow:
+    """One example through wasmtime, the token machine and every engine (``progress``:
+    called with what is being measured)."""
     path = str(EXAMPLES / f"{name}.c")
     row = ProgramRow(name)
+    say = progress or (lambda _: None)
+    say(f"{name}: wasmtime")
     row.native = _as_measurement(_isolated(_measure_native, path, timeout=per_run_timeout))
     row.fuel = row.native.instructions or 0
+    say(f"{name}: token machine")
     traced = _isolated(_measure_trace, path, timeout=per_run_timeout)
     row.trace_tokens, row.prompt_tokens = traced.get("tokens", 0), traced.get("prompt", 0)
     for engine in engines:
-        m = _as_measurement(_isolated(_measure_engine, path, engine, timeout=per_run_timeout))
+        if engine == "torch" and torch_skip_note(row):
+            row.engines[engine] = Measurement(note=torch_skip_note(row))
+            continue
+        # the token budget is the reference trace's length: an engine whose largest proven
+        # bucket cannot hold the stream refuses up front instead of decoding up to its limit
+        budget = row.trace_tokens if engine != "reference" and row.trace_tokens else None
+        say(f"{name}: {engine} engine")
+        m = _as_measurement(_isolated(_measure_engine, path, engine, budget,
+                                      timeout=per_run_timeout))
         if m.tokens is None and m.seconds is not None:
             m.tokens = row.trace_tokens  # the reference machine does not trace: same count
         row.engines[engine] = m
     return row
 
 
-SCALING_POSITIONS = 3072  # one sum_to run (the largest bucket, 2**20, would take hours)
+# The sum_to sweep: the fast engine out to 2**18 positions (~260K trace tokens, ~1.5 minutes
+# of CPU time at ~3-4K tokens/s; 2**20 would cost ~5 minutes but its per-position arrays
+# outgrew a 24 GB machine shared with other work: ~10 GB RSS by ~500K positions); the torch
+# engine decodes the same stream's first TORCH_SCALING_TOKENS tokens (O(n) per token: ~2
+# minutes of CPU time), both checked token by token against the token machine.
+SCALING_POSITIONS = 2**18
+TORCH_SCALING_TOKENS = 4096
+QUICK_SCALING_POSITIONS = 1024
 
 
-def _measure_scaling(engine: str, positions: int, marks: list[int]) -> dict:
+def _measure_scaling(engine: str, positions: int, marks: list[int],
+                     stop: int | None = None) -> dict:
+    """One engine's windowed CPU times on the sum_to workload of ``positions`` positions,
+    its first ``stop`` trace tokens (None: all of them)."""
     from .scaling import decode_windows, workload
 
     prompt, trace = workload(positions)
+    trace = trace[:stop] if stop else trace
     marks = [m for m in marks if m < len(trace)] + [len(trace)]
     prefill, times = decode_windows(engine, prompt, trace, marks)
     return {"prompt": len(prompt), "marks": marks, "times": times, "prefill": prefill}
 
 
-def measure_scaling(engines: tuple[str, ...], quick: bool, per_run_timeout: float) -> dict:
-    """Per transformer engine: windowed CPU times of one long sum_to run (see ``scaling``)."""
-    positions = 1024 if quick else SCALING_POSITIONS
-    marks = [2**k for k in range(6, 13)]
+def measure_scaling(engines: tuple[str, ...], quick: bool, per_run_timeout: float,
+                    progress=None, done=None) -> dict:
+    """Per transformer engine: windowed CPU times of one long sum_to run (see ``scaling``).
+    Both engines decode the same stream and share the window marks (powers of two, and
+    where torch stops), so their rows compare like for like."""
+    positions = QUICK_SCALING_POSITIONS if quick else SCALING_POSITIONS
+    stops = {} if quick else {"torch": TORCH_SCALING_TOKENS}
+    marks = sorted({2**k for k in range(6, 21)} | set(stops.values()))
     timeout = max(per_run_timeout, SCALING_TIMEOUT)  # one run is a whole sweep
-    return {e: _isolated(_measure_scaling, e, positions, marks, timeout=timeout)
-            for e in engines if e in ("torch", "fast")}
+    out = {}
+    for e in engines:
+        if e in ("torch", "fast"):
+            if progress:
+                progress(f"scaling: {e} engine")
+            out[e] = _isolated(_measure_scaling, e, positions, marks, stops.get(e),
+                               timeout=timeout)
+            if done:
+                done()
+    return out
 
 
 def _windows(d: dict) -> list[tuple[int, int, float]]:
@@ -171,30 +247,35 @@ def _windows(d: dict) -> list[tuple[int, int, float]]:
 def render_scaling(scaling: dict, plot: str | None) -> list[str]:
     ok = {e: d for e, d in scaling.items() if "times" in d}
     lines = ["", "## Scaling: tokens/s against trace length", "",
-             "`sum_to(n)` (a wat loop the universal graph covers; n the largest that fits the "
-             "proven positions) decoded greedily by each transformer engine's decoder on the "
-             "model proven for the whole stream, every token checked against the reference "
-             "token machine; tokens/s per window of positions, on one thread, in the "
-             "process's CPU time (the machine is shared)."]
+             "`sum_to(n)` (a wat loop the universal graph covers; n the largest whose stream "
+             "fits the positions) decoded greedily by each transformer engine's decoder on the "
+             "smallest model proven for the positions it decodes, every token checked against "
+             "the reference token machine; tokens/s per window of positions, on one thread, in "
+             "the process's CPU time (the machine is shared). The torch engine decodes the "
+             "same stream's first tokens only (its KV cache costs O(n) per token)."]
     for e, d in scaling.items():
         if "note" in d:
             lines += ["", f"{e}: {d['note']}"]
     if not ok:
         return lines
     first = next(iter(ok.values()))
-    lines += ["", f"Prompt + header: {first['prompt']:,} tokens; trace: {first['marks'][-1]:,} "
-              "tokens. " + "; ".join(f"{e}: all tokens in {d['times'][-1]:.2f} s "
-                                     f"({d['marks'][-1] / d['times'][-1]:,.0f} tokens/s), "
-                                     f"prefill {d['prefill']:.2f} s" for e, d in ok.items()),
-              "", "| positions | " + " | ".join(f"{e} tokens/s" for e in ok)
-              + (" | fast / torch |" if {"torch", "fast"} <= set(ok) else " |"),
-              "|---|" + "---:|" * (len(ok) + ({"torch", "fast"} <= set(ok)))]
-    windows = {e: _windows(d) for e, d in ok.items()}
-    for i, (lo, hi, _) in enumerate(next(iter(windows.values()))):
-        rates = {e: w[i][2] for e, w in windows.items() if i < len(w)}
+    lines += ["", f"Prompt + header: {first['prompt']:,} tokens. " + "; ".join(
+        f"{e}: {d['marks'][-1]:,} trace tokens in {d['times'][-1]:,.2f} s of CPU time "
+        f"({d['marks'][-1] / d['times'][-1]:,.0f} tokens/s), prefill {d['prefill']:.2f} s"
+        for e, d in ok.items()),
+        "", "| positions | " + " | ".join(f"{e} tokens/s" for e in ok)
+        + (" | fast / torch |" if {"torch", "fast"} <= set(ok) else " |"),
+        "|---|" + "---:|" * (len(ok) + ({"torch", "fast"} <= set(ok)))]
+    # windows keyed by their first position: the engines share marks, so equal keys are
+    # equal windows; the longest run gives the rows
+    windows = {e: {lo: (hi, rate) for lo, hi, rate in _windows(d)} for e, d in ok.items()}
+    longest = max(windows.values(), key=len)
+    for lo, (hi, _) in sorted(longest.items()):
+        rates = {e: w[lo][1] for e, w in windows.items() if lo in w and w[lo][0] == hi}
         cells = [f"{lo:,}..{hi:,}"] + [_fmt(rates.get(e)) for e in ok]
-        if "torch" in rates and "fast" in rates:
-            cells.append(f"{rates['fast'] / rates['torch']:,.0f}x")
+        if {"torch", "fast"} <= set(ok):
+            cells.append(f"{rates['fast'] / rates['torch']:,.0f}x"
+                         if "torch" in rates and "fast" in rates else "–")
         lines.append("| " + " | ".join(cells) + " |")
     if plot:
         lines += ["", f"![{plot}]({plot})"]
@@ -261,14 +342,15 @@ def _rate(m: Measurement) -> float | None:
 
 
 def render(rows: list[ProgramRow], engines: tuple[str, ...], plots: list[str],
-           seconds: float, scaling: list[str] = ()) -> str:
+           seconds: float, scaling: list[str] = (), partial: str = "") -> str:
     lines = [
         "# Benchmarks",
         "",
+        *([f"**Partial report: the run was still going ({partial}).**", ""] if partial else []),
         f"Written by `wasmformer bench` in {seconds:.0f} s on {platform.machine()}, "
         f"{multiprocessing.cpu_count()} CPUs, Python {platform.python_version()}. "
         "Every figure of a row comes from the same run; each engine ran in its own process "
-        "(peak RSS is that process's). Times are wall-clock.",
+        "(peak RSS is that process's).",
         "",
         "## Tokens",
         "",
@@ -281,21 +363,28 @@ def render(rows: list[ProgramRow], engines: tuple[str, ...], plots: list[str],
         lines.append(f"| {r.name} | {r.fuel:,} | {r.trace_tokens:,} | {_fmt(per, '.2f')} "
                      f"| {r.prompt_tokens:,} |")
     lines += ["", "## Speed", "",
-              "tok/s: trace tokens per second (for the reference machine, which does not "
-              "generate tokens, the trace's token count over its run time); slowdown: the "
-              "engine's wall time over native wasmtime's, same run.", ""]
+              "s: wall seconds of the whole run (a transformer engine's includes loading "
+              "its model and feeding the prompt); CPU s: the process's own CPU seconds (the "
+              "machine is shared); tok/s: trace tokens per wall second (for the reference "
+              "machine, which does not generate tokens, the trace's token count over its run "
+              "time); slowdown: the engine's wall time over native wasmtime's, same run. The "
+              "transformer engines ran with the trace's token count as their token budget. "
+              f"The torch engine runs a program only if its stream (prompt + trace) is at "
+              f"most {TORCH_MAX_POSITIONS:,} positions: it attends densely over its whole "
+              "KV cache for every token; the Scaling section measures it.", ""]
     head = "| program | wasmtime s |" + "".join(
-        f" {e} s | {e} tok/s | {e} slowdown | {e} peak MB |" for e in engines)
-    lines += [head, "|---|---:|" + "---:|---:|---:|---:|" * len(engines)]
+        f" {e} s | {e} CPU s | {e} tok/s | {e} slowdown | {e} peak MB |" for e in engines)
+    lines += [head, "|---|---:|" + "---:|---:|---:|---:|---:|" * len(engines)]
     for r in rows:
         cells = [r.name, _fmt(r.native.seconds, ".4f")]
         for e in engines:
             m = r.engines[e]
             if m.seconds is None:
-                cells += [m.note or "–", "–", "–", "–"]
+                cells += [m.note or "–", "–", "–", "–", "–"]
                 continue
             slow = m.seconds / r.native.seconds if r.native.seconds else None
-            cells += [_fmt(m.seconds, ".3f"), _fmt(_rate(m)), _fmt(slow), _fmt(m.peak_rss_mb)]
+            cells += [_fmt(m.seconds, ".3f"), _fmt(m.cpu_seconds, ".3f"), _fmt(_rate(m)),
+                      _fmt(slow), _fmt(m.peak_rss_mb)]
         lines.append("| " + " | ".join(cells) + " |")
     for p in plots:
         lines += ["", f"![{p}]({p})"]
@@ -339,7 +428,7 @@ def run_bench(out_dir: Path, *, quick: bool = False, engines: tuple[str, ...] | 
               with_scaling: bool = True) -> Path:
     """Measure the suite (or ``names``) and the scaling of the transformer engines; write
     ``out_dir/BENCHMARKS.md`` and its plots."""
-    from rich.progress import Progress
+    from rich.progress import Progress, TimeElapsedColumn
 
     from . import api
 
@@ -347,22 +436,40 @@ def run_bench(out_dir: Path, *, quick: bool = False, engines: tuple[str, ...] | 
     names = names or suite(quick)
     started = time.perf_counter()
     rows = []
-    with Progress(transient=True) as progress:
-        task = progress.add_task("benchmarking", total=len(names))
-        for name in names:
-            progress.update(task, description=f"benchmarking {name}")
-            rows.append(measure_program(name, engines, per_run_timeout))
-            progress.advance(task)
-    scaling = measure_scaling(engines, quick, per_run_timeout) if with_scaling else {}
+    steps = len(names) + (with_scaling and sum(e in ("torch", "fast") for e in engines))
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = ["bench-speed.png"] if plot_rates(rows, engines, out_dir / "bench-speed.png") else []
-    scaling_plot = "bench-scaling.png" if plot_scaling(scaling, out_dir / "bench-scaling.png") \
-        else None
-    scaling_lines = render_scaling(scaling, scaling_plot) if scaling else []
+    target = out_dir / "BENCHMARKS.md"
+
+    def write(plots: list[str], scaling_lines: list[str], partial: str = "") -> None:
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(render(rows, engines, plots, time.perf_counter() - started,
+                              scaling_lines, partial))
+        tmp.replace(target)
+
+    # the scaling sweep first, then the examples shortest first, the report rewritten after
+    # each: a run stopped early (hours on a busy machine) leaves what it measured, marked
+    scaling, scaling_lines = {}, []
+    with Progress(*Progress.get_default_columns(), TimeElapsedColumn(),
+                  transient=True) as progress:
+        task = progress.add_task("benchmarking", total=steps)
+
+        def say(what: str) -> None:
+            progress.update(task, description=what)
+
+        if with_scaling:
+            scaling = measure_scaling(engines, quick, per_run_timeout, say,
+                                      lambda: progress.advance(task))
+            scaling_plot = "bench-scaling.png" \
+                if plot_scaling(scaling, out_dir / "bench-scaling.png") else None
+            scaling_lines = render_scaling(scaling, scaling_plot) if scaling else []
+        for name in names:
+            rows.append(measure_program(name, engines, per_run_timeout, say))
+            progress.advance(task)
+            plots = ["bench-speed.png"] \
+                if plot_rates(rows, engines, out_dir / "bench-speed.png") else []
+            if len(rows) < len(names):
+                write(plots, scaling_lines, f"measured {len(rows)} of {len(names)} programs")
     if with_scaling and not quick and len(names) > 1:  # --quick stays CI-sized
         scaling_lines += render_batch(names, measure_batch(names))
-    target = out_dir / "BENCHMARKS.md"
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(render(rows, engines, plots, time.perf_counter() - started, scaling_lines))
-    tmp.replace(target)
+    write(plots, scaling_lines)
     return target

@@ -153,7 +153,9 @@ class Session:
                                 f"{problems[0]}{more}")
         self._check_room(len(header), max_tokens)
         self.stream.extend(header)
-        self.fit(len(self.stream))  # the model loaded (or built) before the clock starts
+        # the model loaded (or built) before the clock starts; with a token budget, the
+        # bucket that holds it (_check_room: one exists), so the stream is fed once
+        self.fit(len(self.stream) + (max_tokens or 0))
         start = time.perf_counter()
         run = _Run(self, max_tokens, deadline, on_output)
         generated = run.until_the_end()
