@@ -87,6 +87,25 @@ SHORT = """(module
     (call $exit (i32.add (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))
                          (i32.mul (i32.load (i32.const 8)) (i32.const 10))))))"""
 
+# A host call, then a loop that takes the stream past the first bucket (2,048 positions),
+# then host calls from a function one frame deep: the view must read the larger model's
+# lookups (each bucket's schedule puts them in other heads).
+AFTER_A_MOVE = """(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory 1)
+  (data (i32.const 16) "hi\\n")
+  (func $say (param $c i32) (result i32)
+    (i32.store8 (i32.const 17) (local.get $c))
+    (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+  (func (export "_start") (local $i i32)
+    (i32.store (i32.const 0) (i32.const 16)) (i32.store (i32.const 4) (i32.const 3))
+    (drop (call $say (i32.const 105)))
+    (loop $l (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $l (i32.lt_u (local.get $i) (i32.const 300))))
+    (drop (call $say (i32.add (i32.const 65) (i32.rem_u (local.get $i) (i32.const 26)))))
+    (call $exit (i32.add (local.get $i) (i32.load (i32.const 8))))))"""
+
 JUMP, MEM, CALL = vocab.tok("JUMP"), vocab.tok("MEM"), vocab.tok("CALL")
 
 
@@ -164,6 +183,14 @@ def run_engine(wat: str, engine: str) -> None:
 @pytest.mark.parametrize("engine", ["fast", "torch"])
 def test_engine_executes_a_host_call(engine: str) -> None:
     run_engine(SHORT, engine)
+
+
+def test_host_calls_after_the_stream_moves_to_a_larger_bucket() -> None:
+    prompt, want, _ = reference(AFTER_A_MOVE)
+    assert len(prompt) < BUCKETS[0] < len(prompt) + len(want.tokens) <= BUCKETS[1]
+    out = bytes(b for fd, b in filter(None, map(vocab.output_byte, want.tokens)) if fd == 1)
+    assert out == b"hi\nhO\n" and want.exit_code == 303
+    run_engine(AFTER_A_MOVE, "fast")
 
 
 def test_run_with_host_calls_through_the_api() -> None:

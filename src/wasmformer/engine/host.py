@@ -62,19 +62,24 @@ class Splice:
     ends: bool  # proc_exit (or a trap): the invocation ends with these tokens
 
 
+def lookup_layout(decoder: Decoder) -> dict[str, dict]:
+    """Where the decoder's model keeps the lookups the host reads. Each bucket's model is
+    scheduled on its own, so the layers and heads differ between buckets: a stream that
+    moves to a larger bucket must read the new model's (the folded view stays valid: the
+    rows mean the same)."""
+    layout = decoder.model.info.get("lookups", {})
+    missing = [n for n in (STACK, MEMORY, DEPTH, SITE) if n not in layout]
+    if missing:
+        raise EngineRefusal(f"this model does not record where its lookups {missing} "
+                            "are (built before host calls): rebuild it")
+    return layout
+
+
 class HostView:
     """The stack slots, memory and depth the model's lookup rows hold, folded in
     incrementally (rows ``seen``.. are new at each ``sync``)."""
 
-    def __init__(self, layout: dict[str, dict], memory_size: int):
-        missing = [n for n in (STACK, MEMORY, DEPTH, SITE) if n not in layout]
-        if missing:
-            raise EngineRefusal(f"this model does not record where its lookups {missing} "
-                                "are (built before host calls): rebuild it")
-        self.layout = layout
-        stack_rows = layout[STACK]["values"]
-        # the writer's window: token d back from the value's last byte, value index 9 d
-        self.window_rows = [stack_rows[str(len(VALUE) * d)] for d in range(SPAN)]
+    def __init__(self, memory_size: int):
         self.memory = bytearray(memory_size)
         self.slots: dict[int, list[int]] = {}  # stack key -> the 8 tokens ending there
         self.depth = 0
@@ -86,8 +91,10 @@ class HostView:
         self.depth = 0
         self.seen = 0
 
-    def _rows(self, decoder: Decoder, name: str, values: list[int], start: int, stop: int):
-        at = self.layout[name]
+    def _rows(self, decoder: Decoder, name: str, values: list[str], start: int, stop: int):
+        """Keys and the named value rows of lookup ``name`` for positions start..stop-1."""
+        at = lookup_layout(decoder)[name]
+        values = [at["values"][v] for v in values]
         keys, rows = decoder.rows(at["layer"], at["head"], KEY_ROW, values, start, stop)
         return (keys + at["key_lo"]).round().astype(int).tolist(), rows.round().astype(int)
 
@@ -96,18 +103,18 @@ class HostView:
         start, stop = self.seen, decoder.length
         if stop <= start:
             return
-        keys, windows = self._rows(decoder, STACK, self.window_rows, start, stop)
+        # the writer's window: token d back from the value's last byte, value index 9 d
+        window = [str(len(VALUE) * d) for d in range(SPAN)]
+        keys, windows = self._rows(decoder, STACK, window, start, stop)
         for key, window in zip(keys, windows.tolist(), strict=True):
             if key >= 0 and key % KEY_STEP == 0:
                 self.slots[key] = window
-        keys, values = self._rows(decoder, MEMORY, [self.layout[MEMORY]["values"]["0"]],
-                                  start, stop)
+        keys, values = self._rows(decoder, MEMORY, ["0"], start, stop)
         size = len(self.memory)
         for key, (byte,) in zip(keys, values.tolist(), strict=True):
             if 0 <= key < size:
                 self.memory[key] = byte
-        keys, values = self._rows(decoder, DEPTH, [self.layout[DEPTH]["values"]["0"]],
-                                  start, stop)
+        keys, values = self._rows(decoder, DEPTH, ["0"], start, stop)
         for key, (depth,) in zip(keys, values.tolist(), strict=True):
             if key == 1:  # a CALL/RET end
                 self.depth = depth
@@ -117,8 +124,7 @@ class HostView:
         """The prompt position of the record the next token belongs to, as the model found
         it at the last cached position (the ``call_site`` lookup's value there)."""
         last = decoder.length - 1
-        _, values = self._rows(decoder, SITE, [self.layout[SITE]["values"]["0"]], last,
-                               last + 1)
+        _, values = self._rows(decoder, SITE, ["0"], last, last + 1)
         return int(values[0, 0])
 
     def stack_value(self, slot: int, valtype: str) -> int:
@@ -135,12 +141,12 @@ class HostCalls:
     """Performs the host calls of one session's stream (see the module doc)."""
 
     def __init__(self, instance: Instance, fused: FusedProgram, machine: TokenMachine,
-                 code_start: int, layout: dict[str, dict]):
+                 code_start: int):
         self.instance, self.fused, self.machine = instance, fused, machine
         self.code_start = code_start
         self.imported = fused.program.module.num_imported_funcs
         memory = instance.memory
-        self.view = HostView(layout, len(memory.data) if memory is not None else 0)
+        self.view = HostView(len(memory.data) if memory is not None else 0)
         self.wasi = _wasi_of(instance.host)
 
     def splice(self, decoder: Decoder) -> Splice | None:

@@ -196,8 +196,7 @@ class Session:
         assert decoder is not None and decoder.length == len(self.stream) - 1
         if self.host is None:
             code_start = self.stream.index(vocab.tok("CODE")) + 4  # section token, count(3)
-            self.host = HostCalls(self.instance, self.fused, self.machine, code_start,
-                                  decoder.model.info.get("lookups", {}))
+            self.host = HostCalls(self.instance, self.fused, self.machine, code_start)
         return self.host.splice(decoder)
 
     def stop(self, message: str) -> None:
