@@ -144,8 +144,9 @@ def test_model_card() -> None:
     print(f"\nuniversal graph, full ALU, max_len {MAX_LEN}:\n{card}")
     # a guard against growth, not a goal (heads: 31 before traps, br_table, call_indirect
     # and multi-value returns; 52 and 10 layers before division, whose stages add 2 layers,
-    # the i64 stage's 8 far window heads and the quotient's 2 digit reads)
-    assert card.layers <= 12 and card.heads <= 62
+    # the i64 stage's 8 far window heads and the quotient's 2 digit reads; 62 before the
+    # unsupported trap, whose payload is the record's X)
+    assert card.layers <= 12 and card.heads <= 64
     assert card.vocab_size == vocab.SIZE
 
 
