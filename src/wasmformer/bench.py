@@ -175,8 +175,9 @@ def measure_program(name: str, engines: tuple[str, ...], per_run_timeout: float,
     traced = _isolated(_measure_trace, path, timeout=per_run_timeout)
     row.trace_tokens, row.prompt_tokens = traced.get("tokens", 0), traced.get("prompt", 0)
     for engine in engines:
-        if engine == "torch" and torch_skip_note(row):
-            row.engines[engine] = Measurement(note=torch_skip_note(row))
+        skip = torch_skip_note(row) if engine == "torch" else ""
+        if skip:
+            row.engines[engine] = Measurement(note=skip)
             continue
         # the token budget is the reference trace's length: an engine whose largest proven
         # bucket cannot hold the stream refuses up front instead of decoding up to its limit
@@ -448,7 +449,7 @@ def run_bench(out_dir: Path, *, quick: bool = False, engines: tuple[str, ...] | 
 
     # the scaling sweep first, then the examples shortest first, the report rewritten after
     # each: a run stopped early (hours on a busy machine) leaves what it measured, marked
-    scaling, scaling_lines = {}, []
+    scaling, scaling_lines, plots = {}, [], []
     with Progress(*Progress.get_default_columns(), TimeElapsedColumn(),
                   transient=True) as progress:
         task = progress.add_task("benchmarking", total=steps)

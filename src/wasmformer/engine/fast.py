@@ -384,7 +384,7 @@ def _pack(decoder: FastDecoder, capacity: int) -> tuple:
     n_heads = max(len(heads), 1)
     widths = [row[1] for row in heads]  # d: the hull holds 2-D keys, or 2-D plus the tie term
     usable = np.array([d in (2, 3) for d in widths] or [False], dtype=np.bool_)
-    width = max([1] + [max(r[2], r[3], 2 * r[4]) for r in layers])
+    width = max([1] + [max(r[2], r[3], r[4]) for r in layers])  # rows: q/k/v, outputs, units
     d_model = decoder.wte.shape[1]
     state = (
         np.ascontiguousarray(decoder.wte), np.ascontiguousarray(decoder.wpe),
@@ -408,7 +408,7 @@ def _pack(decoder: FastDecoder, capacity: int) -> tuple:
         np.array([decoder.integer_scores]),  # int64 scores (ModelConfig.score_dtype)
         np.concatenate([layer.guards for layer in decoder.layers] + [np.full((1, 2), -1)])
         .astype(np.int64),  # every layer's units' gate guards, in order
-        np.zeros(d_model), np.zeros((4, width)), np.zeros(decoder.lm_head.shape[0]),
+        np.zeros(d_model), np.zeros((3, width)), np.zeros(decoder.lm_head.shape[0]),
     )
     return state
 

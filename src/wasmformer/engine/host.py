@@ -62,7 +62,7 @@ class Splice:
     ends: bool  # proc_exit (or a trap): the invocation ends with these tokens
 
 
-def lookup_layout(decoder: Decoder) -> dict[str, dict]:
+def _layout(decoder: Decoder) -> dict[str, dict]:
     """Where the decoder's model keeps the lookups the host reads. Each bucket's model is
     scheduled on its own, so the layers and heads differ between buckets: a stream that
     moves to a larger bucket must read the new model's (the folded view stays valid: the
@@ -93,7 +93,7 @@ class HostView:
 
     def _rows(self, decoder: Decoder, name: str, values: list[str], start: int, stop: int):
         """Keys and the named value rows of lookup ``name`` for positions start..stop-1."""
-        at = lookup_layout(decoder)[name]
+        at = _layout(decoder)[name]
         values = [at["values"][v] for v in values]
         keys, rows = decoder.rows(at["layer"], at["head"], KEY_ROW, values, start, stop)
         return (keys + at["key_lo"]).round().astype(int).tolist(), rows.round().astype(int)
@@ -104,8 +104,8 @@ class HostView:
         if stop <= start:
             return
         # the writer's window: token d back from the value's last byte, value index 9 d
-        window = [str(len(VALUE) * d) for d in range(SPAN)]
-        keys, windows = self._rows(decoder, STACK, window, start, stop)
+        writer = [str(len(VALUE) * d) for d in range(SPAN)]
+        keys, windows = self._rows(decoder, STACK, writer, start, stop)
         for key, window in zip(keys, windows.tolist(), strict=True):
             if key >= 0 and key % KEY_STEP == 0:
                 self.slots[key] = window

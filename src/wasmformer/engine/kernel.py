@@ -298,7 +298,7 @@ def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys,
         # a unit whose guard is 0 has a shut gate (``FeedForward.guards``): its gate is not
         # even computed; a shut gate (relu = 0) skips the unit's value row and its output
         # column. Every value is read from x before any output is added to it.
-        hidden = buf[3, :n_units]
+        hidden = buf[2, :n_units]
         for u in range(n_units):
             hidden[u] = 0.0
             g1, g2 = guards[unit0 + u, 0], guards[unit0 + u, 1]

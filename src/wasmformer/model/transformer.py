@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .numerics import check_runtime
+from wasmformer.compiler.guards import GUARDS_PER_UNIT
 
-GUARDS_PER_UNIT = 2  # FeedForward.guards' width (the compiler proves up to 2 per unit)
+from .numerics import check_runtime
 
 SOFTMAX_SCALE = 2**10  # the differentiable mode's softmax at sharpness 1: exp(-1024) == 0
 SCORE_DTYPES = ("float64", "float32", "int64")
