@@ -32,7 +32,7 @@ from wasmformer.compiler import compile_graph  # noqa: E402
 from wasmformer.engine.fast import FastDecoder, generate_fast, kernel_available  # noqa: E402
 from wasmformer.engine.hull import HullCache  # noqa: E402
 from wasmformer.machine import vocab  # noqa: E402
-from wasmformer.model import PositionLimitError, build_model  # noqa: E402
+from wasmformer.model import NumericsError, PositionLimitError, build_model  # noqa: E402
 from wasmformer.universal.interpreter import build_universal_graph  # noqa: E402
 from wasmformer.universal.limits import Limits  # noqa: E402
 
@@ -93,7 +93,31 @@ def test_caches_that_double_while_decoding_give_the_traces(compiled: bool, monke
     import wasmformer.engine.fast as fast
 
     monkeypatch.setattr(fast, "START_CAPACITY", 64)
+    monkeypatch.setattr(fast, "CHAIN_START", 1)  # and every hull chain grows from 1 point
     decode_stream("exprs", compiled=compiled)
+
+
+def test_a_value_outside_its_proven_range_stops_the_decoder() -> None:
+    """The compiled loop stores a head's values in the narrowest integer type its proven
+    range allows (``Attention.value_range``); a value that does not fit is an error, never
+    a wrong token. Here the wider heads' ranges are narrowed to 0..255 on purpose."""
+    pytest.importorskip("numba")
+    model = universal_model()
+    ranges = [block.attn.value_range for block in model.blocks]
+    saved = [r.clone() for r in ranges]
+    try:
+        for r in ranges:
+            wide = (r[:, 1] > 255) & (r[:, 1] < 2**62)
+            r[wide] = torch.tensor([0, 255])
+        decoder = FastDecoder(model, compiled=True)
+    finally:
+        for r, old in zip(ranges, saved, strict=True):
+            r.copy_(old)
+    s = stream("memory")
+    with pytest.raises(NumericsError, match="outside the range the model file proves"):
+        decoder.feed(s.prompt)
+        for trace in s.traces:
+            decoder.feed(trace.tokens)
 
 
 @pytest.mark.parametrize("name", ["memory", "exprs"])
@@ -175,7 +199,7 @@ def test_scan_fallback_gives_the_same_tokens(compiled: bool) -> None:
         want = model(torch.tensor([tokens]))[0].argmax(-1).tolist()
     decoder = FastDecoder(model, compiled=compiled)
     if compiled:
-        decoder.state[18][:] = False  # usable
+        decoder._field("usable")[:] = False
     else:
         for layer in decoder.layers:
             for head in layer.heads:
@@ -228,8 +252,10 @@ class CompiledHull:
     def __init__(self, tie: bool, capacity: int = 256, integer_scores: bool = False):
         from wasmformer.engine import kernel
         self.kernel, self.d, self.count = kernel, 3 if tie else 2, 0
-        chains = [np.zeros((1, 2, capacity), dtype=np.int64) for _ in range(4)]
-        self.arrays = (*chains, np.zeros((1, 2, capacity), dtype=np.bool_),
+        # one head's two chains: pools of 2 * capacity points, the upper chain second
+        pools = [np.zeros(2 * capacity, dtype=np.int64) for _ in range(4)]
+        self.arrays = (*pools, np.zeros(2 * capacity, dtype=np.bool_),
+                       np.array([[0, capacity]], dtype=np.int64),  # chain offsets
                        np.zeros((1, 2), dtype=np.int64), np.ones(1, dtype=np.bool_),
                        np.zeros((1, 2), dtype=np.int64), np.zeros((1, 3), dtype=np.int64))
         self.margins = np.full(1, np.inf)  # the smallest certified score gap

@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 
 from wasmformer.errors import ModelFileError
 from wasmformer.model import ModelConfig, Transformer, load_model, save_model
+from wasmformer.model.io import VERSION
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ def test_one_changed_weight_byte_is_refused(saved, where: int) -> None:
 
 
 @pytest.mark.parametrize(("edit", "message"), [
-    (lambda m: m.update(version=1), "model file format v1, this wasmformer reads v4"),
+    (lambda m: m.update(version=1), f"model file format v1, this wasmformer reads v{VERSION}"),
     (lambda m: m.update(protocol=99), "token protocol v99"),
     (lambda m: m.update(format="other"), "not a wasmformer-model file"),
     (lambda m: m["config"].update(d_ff=9), "do not match the file's checksum"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from wasmformer.graph import Range
 from wasmformer.graph.values import Value
 
 from .allocate import Allocation, Placement
@@ -31,6 +32,7 @@ class CompiledHead:
     key: tuple[Row, ...]
     value: tuple[Row, ...]
     out_slots: tuple[int, ...]  # value row i is added to residual slot out_slots[i]
+    value_ranges: tuple[Range, ...] = ()  # what value row i can hold (its features' ranges)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +140,7 @@ def _block(program, schedule, allocation, slot, guards, block: int) -> Block:
             heads.append(CompiledHead(
                 op.name, op.kind, op.strict, tuple(_row(f, slot) for f in op.query),
                 tuple(_row(f, slot) for f in op.key), tuple(_row(f, slot) for f in op.values),
-                tuple(slot[f] for f in op.outputs)))
+                tuple(slot[f] for f in op.outputs), tuple(f.range for f in op.values)))
         elif stage == 2 * block:
             units += [CompiledUnit(op.name, _row(u.gate, slot), _row(u.value, slot), u.weight,
                                    slot[op.output],

@@ -56,6 +56,14 @@ class Form:
     def scaled(self, c: Value) -> Form:
         return Form(tuple((f, k * c) for f, k in self.terms)) if c != 0 else Form()
 
+    @property
+    def range(self) -> Range:
+        """Every value the row takes, from its features' ranges (interval arithmetic)."""
+        total = Range.point(0)
+        for f, c in self.terms:
+            total = total + f.range.scale(c)
+        return total
+
     def __str__(self) -> str:
         return " + ".join(f"{c}*{f.name}" for f, c in self.terms) or "0"
 

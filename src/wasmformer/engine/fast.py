@@ -66,6 +66,7 @@ class _Head:
     index: int = -1  # the head's number in its layer of the torch module
     score_rows: tuple[int, ...] = ()  # the module's query/key rows kept (the key columns)
     value_rows: tuple[int, ...] = ()  # the module's value rows kept (the value columns)
+    kind: int = 0  # the compiled loop's value store for it (``value_kind``)
 
     @property
     def is_mean(self) -> bool:
@@ -150,14 +151,17 @@ class FastDecoder:
         self.capacity = min(cfg.max_len, START_CAPACITY)
         self.wte = _numpy(model.wte.weight)  # (vocab, d_model)
         self.wpe = _numpy(model.wpe.weight)  # (d_model, 2): [p, p**2] -> residual
-        self.layers = [_layer(block, cfg, self.capacity) for block in model.blocks]
+        if compiled is None:
+            compiled = kernel_available()
+        # the compiled loop keeps its caches in its packed state: the heads' own arrays
+        # (the numpy/Python form's) hold no positions then
+        self.layers = [_layer(block, cfg, 0 if compiled else self.capacity)
+                       for block in model.blocks]
         self.lm_head = sparse.csr_array(_numpy(model.lm_head.weight))
         self.integer_scores = cfg.score_dtype == "int64"
         self.length = 0  # tokens appended so far
         self.pending: int | None = None  # predicted, not yet appended
         self.best: int | None = None  # the argmax after the last appended token
-        if compiled is None:
-            compiled = kernel_available()
         self.state = _pack(self, self.capacity) if compiled else None
 
     @property
@@ -175,8 +179,14 @@ class FastDecoder:
         if self.state is not None:
             from . import kernel
             array = np.asarray(tokens, dtype=np.int64)
-            self.best = int(kernel.run_tokens(array, self.length, *self.state))
-            self.length += len(tokens)
+            done = 0
+            while done < len(array):  # the kernel stops where a hull chain must grow
+                self._grow_chains()
+                count = int(kernel.run_tokens(array[done:], self.length, *self.state))
+                self.length += count
+                done += count
+                self._check_status()
+            self.best = int(kernel.argmax(self._field("logits")))
             return
         for token in tokens:
             self._append(token)
@@ -210,11 +220,14 @@ class FastDecoder:
             if allowed <= 0:
                 break
             out = np.zeros(allowed, dtype=np.int64)
+            self._grow_chains()
             count = int(kernel.generate(self.pending, self.length, allowed, stops, out,
                                         *self.state))
-            new += out[:count].tolist()
-            self.length += count
-            self.pending = self.best = new[-1]
+            self._check_status()
+            if count:
+                new += out[:count].tolist()
+                self.length += count
+                self.pending = self.best = new[-1]
         if len(new) < max_new_tokens and not (new and new[-1] in stop):
             check_runtime(torch.float64, self.length + 1, self.max_len)  # raises
         return new
@@ -226,12 +239,13 @@ class FastDecoder:
         old, new = self.capacity, min(self.max_len, max(positions, 2 * self.capacity))
         if new == old:
             return  # at max_len already: check_runtime refuses what does not fit
-        for layer in self.layers:
-            for head in layer.heads:
-                head.keys = _grown(head.keys, new)
-                head.values = _grown(head.values, new)
         if self.state is not None:
             self.state = _grow_state(self.state, old, new)
+        else:
+            for layer in self.layers:
+                for head in layer.heads:
+                    head.keys = _grown(head.keys, new)
+                    head.values = _grown(head.values, new)
         self.capacity = new
 
     def rows(self, layer: int, head: int, score_row: int, value_rows: list[int], start: int,
@@ -246,15 +260,18 @@ class FastDecoder:
         if self.state is None:
             return mine.keys[start:stop, kc].copy(), mine.values[start:stop][:, vc]
         g = at.index(mine)
-        dv, voff = int(self.state[8][g, 5]), int(self.state[8][g, 7])
-        values = self.state[10][voff + start * dv:voff + stop * dv].reshape(-1, dv)
-        return self.state[9][g, start:stop, kc].copy(), values[:, vc]
+        row = self._field("heads")[g]
+        d, dv, voff, koff = int(row[1]), int(row[5]), int(row[7]), int(row[10])
+        store = self._field(_STORES[int(row[9])])
+        values = store[voff + start * dv:voff + stop * dv].reshape(-1, dv)
+        keys = self._field("keys")[koff + start * d:koff + stop * d].reshape(-1, d)
+        return keys[:, kc].copy(), values[:, vc].astype(np.float64)
 
     @property
     def scans(self) -> int:
         """Queries the hulls could not certify (answered by a full scan)."""
         if self.state is not None:
-            return int(self.state[_SCANS].sum())
+            return int(self._field("scans").sum())
         return sum(h.scans for layer in self.layers for h in layer.heads)
 
     @property
@@ -265,8 +282,28 @@ class FastDecoder:
         form (which does not track it)."""
         if self.state is None:
             return None
-        smallest = float(self.state[_MARGINS].min())
+        smallest = float(self._field("margins").min())
         return None if smallest == np.inf else smallest
+
+    def _field(self, name: str) -> np.ndarray:
+        """One array of the compiled loop's packed state (``kernel.STATE_FIELDS``)."""
+        from .kernel import STATE_FIELDS
+        return self.state[STATE_FIELDS.index(name)]
+
+    def _check_status(self) -> None:
+        """Stop with an error where a cached value broke its store's proven range: the
+        token it fed is not returned (the model's weights do not match their claims)."""
+        bad = int(self._field("status")[0])
+        if bad:
+            raise NumericsError(f"a value of attention head {bad - 1} (compiled loop) is "
+                                "outside the range the model file proves for it")
+
+    def _grow_chains(self) -> None:
+        """Double every hull chain that has no room for another point (``kernel.chains_full``)."""
+        from .kernel import STATE_FIELDS
+        fields = dict(zip(STATE_FIELDS, self.state, strict=True))
+        if _grow_full_chains(fields):
+            self.state = tuple(fields[n] for n in STATE_FIELDS)
 
     def _flush(self) -> None:
         if self.pending is not None:
@@ -309,10 +346,18 @@ def kernel_available() -> bool:
 
 
 START_CAPACITY = 4096  # positions the per-position arrays hold at first
-_SCANS = 21  # the index of the per-head scan counters in the packed state
-_MARGINS = 22  # the per-head smallest certified gap between the winner's score and the rest
-_KEYS, _VALUES, _HEADS = 9, 10, 8  # the per-position key and value stores, the head table
-_CHAINS = range(12, 17)  # the hull chains' per-position arrays (n_heads, 2, capacity)
+CHAIN_START = 16  # points a hull chain holds at first (it doubles when full)
+# the compiled loop's value stores, by kind (``kernel.KIND_*``): narrowest first
+_STORES = ("v64", "v8", "vu8", "v16", "v32")
+_KIND_RANGES = ((2, 0, 255), (1, -128, 127), (3, -2**15, 2**15 - 1), (4, -2**31, 2**31 - 1))
+_STORE_DTYPES = {"v64": np.float64, "v8": np.int8, "vu8": np.uint8, "v16": np.int16,
+                 "v32": np.int32}
+_CHAIN_POOLS = ("hx", "hy", "ht", "hp", "hs")
+
+
+def value_kind(lo: int, hi: int) -> int:
+    """The narrowest value store (``kernel.KIND_*``) holding integers lo..hi; 0: float64."""
+    return next((kind for kind, low, high in _KIND_RANGES if low <= lo and hi <= high), 0)
 
 
 def _grown(a: np.ndarray, size: int, axis: int = 0) -> np.ndarray:
@@ -324,34 +369,62 @@ def _grown(a: np.ndarray, size: int, axis: int = 0) -> np.ndarray:
     return out
 
 
+def _relayout(store: np.ndarray, segments: list[tuple[int, int, int]]) -> tuple[np.ndarray,
+                                                                              list[int]]:
+    """A new store holding each (offset, used, size) segment of ``store``: its ``used``
+    entries copied to the start of a ``size``-entry segment. Returns it and the offsets."""
+    out = np.zeros(max(sum(size for _, _, size in segments), 1), dtype=store.dtype)
+    offsets, at = [], 0
+    for offset, used, size in segments:
+        out[at:at + used] = store[offset:offset + used]
+        offsets.append(at)
+        at += size
+    return out, offsets
+
+
 def _grow_state(state: tuple, old: int, new: int) -> tuple:
-    """The packed state with room for ``new`` positions: the key store and hull chains
-    extended, each head's value segment (``old`` * d_v entries at its offset) moved to its
-    new offset (``new`` * the d_v of the heads before it)."""
-    state = list(state)
-    heads = state[_HEADS].copy()
-    values = np.zeros(max(int((heads[heads[:, 1] > 0, 5] * new).sum()), 1))
-    at = 0
-    for h in range(heads.shape[0]):
-        dv, voff = int(heads[h, 5]), int(heads[h, 7])
-        if heads[h, 1] == 0:  # a mean head keeps only its total
-            heads[h, 7] = at
-            continue
-        values[at:at + old * dv] = state[_VALUES][voff:voff + old * dv]
-        heads[h, 7] = at
-        at += new * dv
-    state[_HEADS], state[_VALUES] = heads, values
-    state[_KEYS] = _grown(state[_KEYS], new, axis=1)
-    for i in _CHAINS:
-        state[i] = _grown(state[i], new, axis=2)
-    return tuple(state)
+    """The packed state with room for ``new`` positions: each lookup head's key and value
+    segments (``old`` positions at their offsets) moved to segments of ``new`` positions."""
+    from .kernel import STATE_FIELDS
+    fields = dict(zip(STATE_FIELDS, state, strict=True))
+    heads = fields["heads"].copy()
+    lookups = [h for h in range(heads.shape[0]) if heads[h, 1] > 0]  # mean heads: a total
+    for kind, name in enumerate(_STORES):
+        mine = [h for h in lookups if heads[h, 9] == kind]
+        fields[name], offsets = _relayout(fields[name], [
+            (heads[h, 7], old * heads[h, 5], new * heads[h, 5]) for h in mine])
+        heads[mine, 7] = offsets
+    fields["keys"], offsets = _relayout(fields["keys"], [
+        (heads[h, 10], old * heads[h, 1], new * heads[h, 1]) for h in lookups])
+    heads[lookups, 10] = offsets
+    fields["heads"] = heads
+    return tuple(fields[n] for n in STATE_FIELDS)
+
+
+def _grow_full_chains(fields: dict) -> bool:
+    """Double the capacity of every usable hull chain that is full, in place in ``fields``
+    (the chain pools re-laid out); False when none is."""
+    hlen, hcap, usable = fields["hlen"], fields["hcap"], fields["usable"]
+    full = (hlen >= hcap) & usable[:, None]
+    if not full.any():
+        return False
+    hoff = fields["hoff"]
+    chains = [(h, c) for h in range(hcap.shape[0]) for c in range(2)]
+    segments = [(hoff[h, c], hlen[h, c], hcap[h, c] * (2 if full[h, c] else 1))
+                for h, c in chains]
+    for name in _CHAIN_POOLS:
+        fields[name], offsets = _relayout(fields[name], segments)
+    for (h, c), offset, (_, _, size) in zip(chains, offsets, segments, strict=True):
+        hoff[h, c], hcap[h, c] = offset, size
+    return True
 
 
 def _pack(decoder: FastDecoder, capacity: int) -> tuple:
-    """The arguments of ``kernel.run_tokens``/``kernel.generate`` after the positions: the
-    weights as one CSR store (per layer: projection, out, gate, up, and down transposed, a
-    row per unit, so a unit whose gate is shut costs nothing; then lm_head), the head table,
-    the caches and the scratch buffers."""
+    """The arguments of ``kernel.run_tokens``/``kernel.generate`` after the positions
+    (``kernel.STATE_FIELDS``): the weights as one CSR store (per layer: projection, out,
+    gate, up, and down transposed, a row per unit, so a unit whose gate is shut costs
+    nothing; then lm_head), the head table, the caches and the scratch buffers."""
+    from .kernel import STATE_FIELDS
     matrices = [m for layer in decoder.layers
                 for m in (layer.projection, layer.out, layer.gate, layer.up, layer.down.T)]
     matrices.append(decoder.lm_head)
@@ -369,15 +442,19 @@ def _pack(decoder: FastDecoder, capacity: int) -> tuple:
         nnz += m.nnz
         rows += m.shape[0] + 1
     heads, layers = [], []
-    voff = toff = units = 0
+    voff = [0] * len(_STORES)  # per value store
+    koff = toff = units = 0
     for layer in decoder.layers:
         first = len(heads)
         for h in layer.heads:
             d, dv = h.q.stop - h.q.start, h.v.stop - h.v.start
             heads.append([h.strict, d, h.q.start, h.k.start, h.v.start, dv, h.o.start,
-                          voff, toff])
-            voff += capacity * dv if d else 0  # a mean head keeps only its total
-            toff += dv if d == 0 else 0
+                          voff[h.kind], toff, h.kind, koff])
+            if d:  # a mean head keeps only its total
+                voff[h.kind] += capacity * dv
+                koff += capacity * d
+            else:
+                toff += dv
         layers.append([first, len(heads), layer.projection.shape[0], layer.out.shape[1],
                        layer.gate.shape[0], units])
         units += layer.gate.shape[0]
@@ -386,31 +463,39 @@ def _pack(decoder: FastDecoder, capacity: int) -> tuple:
     usable = np.array([d in (2, 3) for d in widths] or [False], dtype=np.bool_)
     width = max([1] + [max(r[2], r[3], r[4]) for r in layers])  # rows: q/k/v, outputs, units
     d_model = decoder.wte.shape[1]
-    state = (
-        np.ascontiguousarray(decoder.wte), np.ascontiguousarray(decoder.wpe),
-        np.concatenate(ptr).astype(np.int64), np.concatenate(idx).astype(np.int64),
-        np.concatenate(dat).astype(np.float64), np.array(row0, dtype=np.int64),
-        np.array(nrows, dtype=np.int64), np.array(layers, dtype=np.int64).reshape(-1, 6),
-        np.array(heads, dtype=np.int64).reshape(-1, 9),
-        np.zeros((n_heads, capacity, max([3] + widths))), np.zeros(max(voff, 1)),
-        np.zeros(max(toff, 1)),
-        np.zeros((n_heads, 2, capacity), dtype=np.int64),  # hull chains: x
-        np.zeros((n_heads, 2, capacity), dtype=np.int64),  # y (upper chain: -y)
-        np.zeros((n_heads, 2, capacity), dtype=np.int64),  # t
-        np.zeros((n_heads, 2, capacity), dtype=np.int64),  # position
-        np.zeros((n_heads, 2, capacity), dtype=np.bool_),  # shared by several positions
-        np.zeros((n_heads, 2), dtype=np.int64),  # chain lengths
-        usable,
-        np.zeros((n_heads, 2), dtype=np.int64),  # t_first, t_last
-        np.zeros((n_heads, 3), dtype=np.int64),  # max |x|, |y|, |t|
-        np.zeros(n_heads, dtype=np.int64),  # scans (index _SCANS)
-        np.full(n_heads, np.inf),  # smallest certified score gap (index _MARGINS)
-        np.array([decoder.integer_scores]),  # int64 scores (ModelConfig.score_dtype)
-        np.concatenate([layer.guards for layer in decoder.layers] + [np.full((1, 2), -1)])
-        .astype(np.int64),  # every layer's units' gate guards, in order
-        np.zeros(d_model), np.zeros((3, width)), np.zeros(decoder.lm_head.shape[0]),
+    chains = n_heads * 2 * CHAIN_START
+    fields = dict(
+        wte=np.ascontiguousarray(decoder.wte), wpe=np.ascontiguousarray(decoder.wpe),
+        ptr=np.concatenate(ptr).astype(np.int64), idx=np.concatenate(idx).astype(np.int64),
+        dat=np.concatenate(dat).astype(np.float64), row0=np.array(row0, dtype=np.int64),
+        nrows=np.array(nrows, dtype=np.int64),
+        layers=np.array(layers, dtype=np.int64).reshape(-1, 6),
+        heads=np.array(heads, dtype=np.int64).reshape(-1, 11),
+        keys=np.zeros(max(koff, 1)),  # per lookup head: capacity x d, for the scan
+        totals=np.zeros(max(toff, 1)),
+        # the hull chains (per head, lower and upper): pools of x, y (upper chain: -y), t,
+        # position, and whether several positions share the point; each chain a segment
+        hx=np.zeros(chains, dtype=np.int64), hy=np.zeros(chains, dtype=np.int64),
+        ht=np.zeros(chains, dtype=np.int64), hp=np.zeros(chains, dtype=np.int64),
+        hs=np.zeros(chains, dtype=np.bool_),
+        hoff=np.arange(0, chains, CHAIN_START, dtype=np.int64).reshape(n_heads, 2),
+        hcap=np.full((n_heads, 2), CHAIN_START, dtype=np.int64),
+        hlen=np.zeros((n_heads, 2), dtype=np.int64),  # chain lengths
+        usable=usable,
+        tmeta=np.zeros((n_heads, 2), dtype=np.int64),  # t_first, t_last
+        maxabs=np.zeros((n_heads, 3), dtype=np.int64),  # max |x|, |y|, |t|
+        scans=np.zeros(n_heads, dtype=np.int64),
+        margins=np.full(n_heads, np.inf),  # smallest certified score gap
+        int_scores=np.array([decoder.integer_scores]),  # ModelConfig.score_dtype
+        guards=np.concatenate([layer.guards for layer in decoder.layers]
+                              + [np.full((1, 2), -1)]).astype(np.int64),  # units, in order
+        status=np.zeros(1, dtype=np.int64),  # 1 + a head whose value broke its store
+        x=np.zeros(d_model), buf=np.zeros((3, width)),
+        logits=np.zeros(decoder.lm_head.shape[0]),
     )
-    return state
+    for kind, name in enumerate(_STORES):
+        fields[name] = np.zeros(max(voff[kind], 1), dtype=_STORE_DTYPES[name])
+    return tuple(fields[n] for n in STATE_FIELDS)
 
 
 def _numpy(w: torch.Tensor) -> np.ndarray:
@@ -449,9 +534,11 @@ def _layer(block, cfg, capacity: int) -> _Layer:
         rows += [wq[qk][used], wk[qk][used], wv[vs][values]]
         integer = cfg.score_dtype == "int64"
         hull = HullCache(tie=d == 3, integer_scores=integer) if d in (2, 3) else None
+        bounds = attn.value_range[[vs.start + r for r in values]]
+        kind = value_kind(int(bounds[:, 0].min()), int(bounds[:, 1].max()))
         head = _Head(bool(attn.strict[h]), q, k, v, o, np.zeros((capacity, d)),
                      np.zeros((capacity, dv)), hull, integer=integer, index=h,
-                     score_rows=tuple(used), value_rows=tuple(values))
+                     score_rows=tuple(used), value_rows=tuple(values), kind=kind)
         if d == 0:
             head.total = np.zeros(dv)
         heads.append(head)

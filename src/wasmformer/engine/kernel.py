@@ -170,7 +170,7 @@ def _as_int(v):
 
 
 @_jit
-def _hull_append(h, k, d, pos, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs):
+def _hull_append(h, k, d, pos, hx, hy, ht, hp, hs, hoff, hlen, usable, tmeta, maxabs):
     if not usable[h]:
         return
     ok0, x = _as_int(k[0])
@@ -195,12 +195,23 @@ def _hull_append(h, k, d, pos, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs):
     maxabs[h, 2] = max(maxabs[h, 2], abs(t))
     for c in range(2):
         sign = 1 - 2 * c
-        hlen[h, c] = _chain_insert(hx[h, c], hy[h, c], ht[h, c], hp[h, c], hs[h, c],
-                                   hlen[h, c], x, sign * y, t, pos)
+        o, n = hoff[h, c], hlen[h, c]  # room for n + 1 points: checked before the token
+        hlen[h, c] = _chain_insert(hx[o:], hy[o:], ht[o:], hp[o:], hs[o:], n, x, sign * y,
+                                   t, pos)
 
 
 @_jit
-def _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs, margins,
+def chains_full(hlen, hcap, usable):
+    """Whether some usable head's chain has no room for one more point (a token inserts at
+    most one per chain): the caller grows the chains (``FastDecoder``) and goes on."""
+    for h in range(hlen.shape[0]):
+        if usable[h] and (hlen[h, 0] >= hcap[h, 0] or hlen[h, 1] >= hcap[h, 1]):
+            return True
+    return False
+
+
+@_jit
+def _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hoff, hlen, usable, tmeta, maxabs, margins,
                  int_scores):
     """The certified winner (hull.HullCache.argmax), or -1: scan. A certified query's
     scores are multiples of ``grid``, so the winner leads every other key by at least
@@ -225,7 +236,8 @@ def _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs, margi
         return -1
     ch = 0 if b < 0 else 1
     sb = -abs(b)
-    xs, ys, n = hx[h, ch], hy[h, ch], hlen[h, ch]
+    o, n = hoff[h, ch], hlen[h, ch]
+    xs, ys, ts = hx[o:o + n], hy[o:o + n], ht[o:o + n]
     lo, hi = 0, n - 1
     while lo < hi:
         mid = (lo + hi) // 2
@@ -242,20 +254,20 @@ def _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs, margi
             return -1
         win = lo
         for i in range(lo + 1, end):
-            if ht[h, ch][i] > ht[h, ch][win]:
+            if ts[i] > ts[win]:
                 win = i
         margins[h] = min(margins[h], float(grid))
-        return hp[h, ch][win]
-    if end - lo > 1 or hs[h, ch][lo]:
+        return hp[o + win]
+    if end - lo > 1 or hs[o + lo]:
         return -1
     margins[h] = min(margins[h], float(grid))
-    return hp[h, ch][lo]
+    return hp[o + lo]
 
 
 @_jit
-def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys, values,
-            totals, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs, scans, margins, int_scores,
-            guards, x, buf, logits):
+def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys, v64, v8, vu8,
+            v16, v32, totals, hx, hy, ht, hp, hs, hoff, hcap, hlen, usable, tmeta, maxabs, scans,
+            margins, int_scores, guards, status, x, buf, logits):
     """Run one token at position p through the model; logits are left in ``logits``."""
     for i in range(x.shape[0]):
         x[i] = wte[token, i] + (wpe[i, 0] * p + wpe[i, 1] * (p * p))
@@ -269,12 +281,13 @@ def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys,
         for h in range(h0, h1):
             strict, d, qo, ko, vo = heads[h, 0], heads[h, 1], heads[h, 2], heads[h, 3], heads[h, 4]
             dv, oo, voff, toff = heads[h, 5], heads[h, 6], heads[h, 7], heads[h, 8]
+            kind, koff = heads[h, 9], heads[h, 10]
             q = proj[qo:qo + d]
             k = proj[ko:ko + d]
             v = proj[vo:vo + dv]
             if not strict:
-                _store(h, p, d, dv, k, v, voff, toff, keys, values, totals,
-                       hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs)
+                _store(h, p, d, dv, k, v, kind, voff, toff, koff, keys, v64, v8, vu8, v16, v32,
+                       totals, hx, hy, ht, hp, hs, hoff, hlen, usable, tmeta, maxabs, status)
             n = p if strict else p + 1
             out = outs[oo:oo + dv]
             if n == 0:
@@ -284,16 +297,18 @@ def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys,
                 for j in range(dv):
                     out[j] = totals[toff + j] * inv
             else:
-                win = _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs,
-                                   margins, int_scores)
+                win = _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hoff, hlen, usable, tmeta,
+                                   maxabs, margins, int_scores)
                 if win >= 0:
-                    out[:] = values[voff + win * dv:voff + (win + 1) * dv]
+                    out[:] = 0.0
+                    _add_row(kind, voff + win * dv, dv, 1.0, out, v64, v8, vu8, v16, v32)
                 else:
                     scans[h] += 1
-                    _scan(h, q, d, dv, n, voff, keys, values, out, int_scores[0])
+                    _scan(q, d, dv, n, kind, voff, koff, keys, v64, v8, vu8, v16, v32, out,
+                          int_scores[0])
             if strict:
-                _store(h, p, d, dv, k, v, voff, toff, keys, values, totals,
-                       hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs)
+                _store(h, p, d, dv, k, v, kind, voff, toff, koff, keys, v64, v8, vu8, v16, v32,
+                       totals, hx, hy, ht, hp, hs, hoff, hlen, usable, tmeta, maxabs, status)
         _matvec(5 * li + 1, ptr, idx, dat, row0, nrows, outs, x, True)
         # a unit whose guard is 0 has a shut gate (``FeedForward.guards``): its gate is not
         # even computed; a shut gate (relu = 0) skips the unit's value row and its output
@@ -313,21 +328,66 @@ def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys,
     _matvec(5 * n_layers, ptr, idx, dat, row0, nrows, x, logits, False)
 
 
+# the value stores: a head's cached value rows live in the narrowest of these that holds
+# every value its rows can take (``Attention.value_range``, proven by the compiler)
+KIND_FLOAT64, KIND_INT8, KIND_UINT8, KIND_INT16, KIND_INT32 = 0, 1, 2, 3, 4
+
+
 @_jit
-def _store(h, p, d, dv, k, v, voff, toff, keys, values, totals,
-           hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs):
+def _put_row(kind, base, v, v64, v8, vu8, v16, v32):
+    """Store the value row v at ``base`` of its kind's store; False when a value is not the
+    integer its range promised (then the row is not exact in that store)."""
+    ok = True
+    for j in range(v.shape[0]):
+        if kind == KIND_FLOAT64:
+            v64[base + j] = v[j]
+        elif kind == KIND_INT8:
+            v8[base + j] = np.int8(v[j])
+            ok = ok and float(v8[base + j]) == v[j]
+        elif kind == KIND_UINT8:
+            vu8[base + j] = np.uint8(v[j])
+            ok = ok and float(vu8[base + j]) == v[j]
+        elif kind == KIND_INT16:
+            v16[base + j] = np.int16(v[j])
+            ok = ok and float(v16[base + j]) == v[j]
+        else:
+            v32[base + j] = np.int32(v[j])
+            ok = ok and float(v32[base + j]) == v[j]
+    return ok
+
+
+@_jit
+def _add_row(kind, base, dv, scale, out, v64, v8, vu8, v16, v32):
+    """out += scale * the value row at ``base`` of its kind's store."""
+    for j in range(dv):
+        if kind == KIND_FLOAT64:
+            out[j] += scale * v64[base + j]
+        elif kind == KIND_INT8:
+            out[j] += scale * float(v8[base + j])
+        elif kind == KIND_UINT8:
+            out[j] += scale * float(vu8[base + j])
+        elif kind == KIND_INT16:
+            out[j] += scale * float(v16[base + j])
+        else:
+            out[j] += scale * float(v32[base + j])
+
+
+@_jit
+def _store(h, p, d, dv, k, v, kind, voff, toff, koff, keys, v64, v8, vu8, v16, v32, totals,
+           hx, hy, ht, hp, hs, hoff, hlen, usable, tmeta, maxabs, status):
     if d == 0:  # a mean head keeps only the running total of its values
         for j in range(dv):
             totals[toff + j] += v[j]
         return
-    values[voff + p * dv:voff + (p + 1) * dv] = v
-    keys[h, p, :d] = k
+    if not _put_row(kind, voff + p * dv, v, v64, v8, vu8, v16, v32) and status[0] == 0:
+        status[0] = h + 1  # the decoder stops with an error: never a wrong token
+    keys[koff + p * d:koff + (p + 1) * d] = k
     if d == 2 or d == 3:  # other widths have no hull: usable is False, every query scans
-        _hull_append(h, k, d, p, hx, hy, ht, hp, hs, hlen, usable, tmeta, maxabs)
+        _hull_append(h, k, d, p, hx, hy, ht, hp, hs, hoff, hlen, usable, tmeta, maxabs)
 
 
 @_jit
-def _scan(h, q, d, dv, n, voff, keys, values, out, int_scores):
+def _scan(q, d, dv, n, kind, voff, koff, keys, v64, v8, vu8, v16, v32, out, int_scores):
     """The model's own average-hard attention over every cached key (an uncertified
     query): the scores (exact int64 for an int64-score model), then the mean of the values
     at the maximal ones."""
@@ -337,7 +397,7 @@ def _scan(h, q, d, dv, n, voff, keys, values, out, int_scores):
         for j in range(n):
             s = np.int64(0)
             for r in range(d):
-                s += np.int64(keys[h, j, r]) * np.int64(q[r])
+                s += np.int64(keys[koff + j * d + r]) * np.int64(q[r])
             iscores[j] = s
         best[:] = iscores == iscores.max()
     else:
@@ -345,15 +405,14 @@ def _scan(h, q, d, dv, n, voff, keys, values, out, int_scores):
         for j in range(n):
             s = 0.0
             for r in range(d):
-                s += keys[h, j, r] * q[r]
+                s += keys[koff + j * d + r] * q[r]
             scores[j] = s
         best[:] = scores == scores.max()
     weight = 1.0 / best.sum()
     out[:] = 0.0
     for j in range(n):
         if best[j]:
-            for r in range(dv):
-                out[r] += weight * values[voff + j * dv + r]
+            _add_row(kind, voff + j * dv, dv, weight, out, v64, v8, vu8, v16, v32)
 
 
 @_jit
@@ -366,21 +425,46 @@ def _argmax(logits):
 
 
 @_jit
+def argmax(logits):
+    return _argmax(logits)
+
+
+# The packed state: ``_append``'s arguments after the token and its position, in order
+# (``fast._pack`` builds it, by these names).
+STATE_FIELDS = (
+    "wte", "wpe", "ptr", "idx", "dat", "row0", "nrows", "layers", "heads", "keys",
+    "v64", "v8", "vu8", "v16", "v32", "totals", "hx", "hy", "ht", "hp", "hs", "hoff", "hcap",
+    "hlen", "usable", "tmeta", "maxabs", "scans", "margins", "int_scores", "guards", "status",
+    "x", "buf", "logits")
+_STATUS, _HLEN = STATE_FIELDS.index("status"), STATE_FIELDS.index("hlen")
+_HCAP, _USABLE = STATE_FIELDS.index("hcap"), STATE_FIELDS.index("usable")
+
+
+@_jit
 def run_tokens(tokens, start, *state):
-    """Append ``tokens`` at positions start..; returns the argmax after the last."""
+    """Append ``tokens`` at positions start..; returns how many were appended: fewer when
+    a hull chain is full (grow it and call again) or a value broke its store (status)."""
     for i in range(tokens.shape[0]):
+        if state[_STATUS][0] or chains_full(state[_HLEN], state[_HCAP], state[_USABLE]):
+            return i
         _append(tokens[i], start + i, *state)
-    return _argmax(state[-1])
+    return tokens.shape[0]
 
 
 @_jit
 def generate(first, start, max_new, stops, out, *state):
     """Greedy decoding: append ``first`` at ``start``, then each predicted token; the
     predictions go to ``out`` (a stop token ends it, included). Returns how many; the last
-    one is not appended (as Transformer.generate)."""
+    one is not appended (as Transformer.generate). Returns early, before appending, when a
+    hull chain is full (the caller grows it and goes on) or after a value broke its store
+    (status: that token's prediction is not returned)."""
     token, p, count = first, start, 0
     while count < max_new:
+        if chains_full(state[_HLEN], state[_HCAP], state[_USABLE]):
+            return count
         _append(token, p, *state)
+        if state[_STATUS][0]:
+            return count
         token = _argmax(state[-1])
         out[count] = token
         count += 1

@@ -15,7 +15,7 @@ from wasmformer.compiler import Block as CompiledBlock
 from wasmformer.compiler import CompiledModel, Row
 
 from .numerics import check_numerics
-from .transformer import Block, ModelConfig, Transformer
+from .transformer import UNBOUNDED, Block, ModelConfig, Transformer
 
 
 def config_of(compiled: CompiledModel, dtype: torch.dtype,
@@ -63,8 +63,9 @@ def _dense(rows: Sequence[Row], width: int) -> torch.Tensor:
 
 
 def _set_block(block: Block, weights: CompiledBlock, cfg: ModelConfig, guarded: bool) -> None:
-    """``guarded``: write the units' gate guards (``compiler.guards``), a claim about exact
-    values, so only for a model whose every feature is computed exactly."""
+    """``guarded``: write the units' gate guards (``compiler.guards``) and the value rows'
+    integer ranges, claims about exact values, so only for a model whose every feature is
+    computed exactly."""
     attn, ffn = block.attn, block.ffn
     for w in (attn.query, attn.key, attn.value, attn.out, ffn.gate, ffn.up, ffn.down):
         w.weight.zero_()
@@ -77,6 +78,10 @@ def _set_block(block: Block, weights: CompiledBlock, cfg: ModelConfig, guarded: 
         attn.value.weight[first:first + len(head.value)] = _dense(head.value, cfg.d_model)
         for i, slot in enumerate(head.out_slots):
             attn.out.weight[slot, first + i] = 1
+        if guarded:  # a claim about exact values, as the guards
+            for i, r in enumerate(head.value_ranges):
+                if r.integer and UNBOUNDED[0] <= r.lo and r.hi <= UNBOUNDED[1]:
+                    attn.value_range[first + i] = torch.tensor([int(r.lo), int(r.hi)])
     units = weights.units
     ffn.gate.weight[:len(units)] = _dense([u.gate for u in units], cfg.d_model)
     ffn.up.weight[:len(units)] = _dense([u.value for u in units], cfg.d_model)

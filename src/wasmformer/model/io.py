@@ -24,8 +24,9 @@ from ..machine.prompt import VERSION as PROTOCOL_VERSION
 from .transformer import ModelConfig, Transformer
 
 FORMAT = "wasmformer-model"
-VERSION = 4  # of the file format; 2 added the protocol version and the checksum, 3 the
-# config's score_dtype (and average-hard attention), 4 the FFN units' gate guards
+VERSION = 5  # of the file format; 2 added the protocol version and the checksum, 3 the
+# config's score_dtype (and average-hard attention), 4 the FFN units' gate guards, 5 the
+# value rows' integer ranges
 
 
 def checksum(described: dict, tensors: dict[str, torch.Tensor]) -> str:

@@ -104,7 +104,18 @@ class KVCache:
         self.layers = [LayerCache(cfg, batch, device) for _ in range(cfg.n_layer)]
 
 
+UNBOUNDED = (-2**63, 2**63 - 1)  # a value row with no proven integer range
+
+
 class Attention(nn.Module):
+    """Multi-head attention with average-hard (or, in the differentiable mode, softmax)
+    weights.
+
+    ``value_range[h * d_v + i]`` is (lo, hi): integers that value row i of head h always
+    lies between, as the compiler proved from the graph's ranges (``UNBOUNDED``: no such
+    claim). The forward pass does not use it; a decoder may store the cached values in a
+    narrower integer type (``engine.fast``)."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_head, self.d_qk, self.d_v = cfg.n_head, cfg.d_qk, cfg.d_v
@@ -113,6 +124,7 @@ class Attention(nn.Module):
         self.value = nn.Linear(cfg.d_model, cfg.n_head * cfg.d_v, bias=False)
         self.out = nn.Linear(cfg.n_head * cfg.d_v, cfg.d_model, bias=False)
         self.register_buffer("strict", torch.zeros(cfg.n_head, dtype=torch.bool))
+        self.register_buffer("value_range", torch.tensor([UNBOUNDED] * (cfg.n_head * cfg.d_v)))
         self.score_dtype = cfg.score_dtype
 
     def split(self, x: torch.Tensor, width: int) -> torch.Tensor:
