@@ -41,6 +41,9 @@ from .sparse import sparse_copy
 # max_len of the models the engine builds, smallest first (a stream moves up as it grows;
 # small buckets keep short runs' prefill cheap)
 BUCKETS = (2048, 8192, 2**15, 2**17, 2**18, 2**20)
+# the fast engine's buckets: its per-token cost does not depend on max_len and its caches
+# grow with the stream, so it starts in the largest and never feeds a stream twice
+FAST_BUCKETS = BUCKETS[-1:]
 MEM_BITS = 20  # linear memory below 2**20 bytes (16 pages), every bucket
 # call depths 0..127: a call at depth 127 traps (every example stays below it; printf alone
 # is 8 frames deep). 255 is refused by the numerics guard at 2**20 positions.
@@ -212,6 +215,6 @@ def _write(target: Path, write) -> None:
         tmp.unlink(missing_ok=True)  # a read-only cache only costs a rebuild next time
 
 
-def bucket_for(positions: int) -> int | None:
-    """The smallest bucket holding ``positions`` (None: over the largest)."""
-    return next((b for b in BUCKETS if b >= positions), None)
+def bucket_for(positions: int, buckets: tuple[int, ...] = BUCKETS) -> int | None:
+    """The smallest of ``buckets`` holding ``positions`` (None: over the largest)."""
+    return next((b for b in buckets if b >= positions), None)

@@ -39,6 +39,7 @@ from ..machine.reference import Deadline
 from ..machine.runtime import MAX_PAGES, PAGE_SIZE, HostFunction
 from ..machine.tokens import TokenMachine
 from ..universal import Limits, supported
+from . import models
 from .coverage import Coverage
 from .decoders import Decoder, FastDecoding, TorchDecoding
 from .host import HostCalls, Splice
@@ -218,10 +219,12 @@ class Session:
         """A decoder proven for ``positions``: move to a larger bucket if needed."""
         if self.decoder is not None and positions <= self.decoder.max_len:
             return self.decoder
-        bucket = bucket_for(positions)
+        buckets = models.FAST_BUCKETS if self.engine == "fast" else BUCKETS
+        bucket = bucket_for(positions, buckets)
         if bucket is None:
             self.stop(f"the stream reached {positions:,} tokens, more than the "
                       f"{BUCKETS[-1]:,} positions the universal model is proven exact for")
+        self.decoder = None  # the old bucket's caches go before the new model loads
         if self.engine == "fast":  # it reads the dense weights; it has its own sparsity
             self.decoder = FastDecoding(universal_model(bucket))
         else:
