@@ -63,8 +63,11 @@ def test_example_through_the_fast_engine(name: str) -> None:
 
 
 @pytest.mark.slow
-def test_hello_through_the_torch_engine() -> None:
-    through_the_model("hello", "torch")
+@pytest.mark.parametrize("name", ["hello", "exitcode"])  # the examples with ~30K streams
+def test_example_through_the_torch_engine(name: str) -> None:
+    """The torch module itself (KV cache, attention over every cached key per token): ~30
+    min each on a 2-core CPU; the other examples' prompts are 160K-290K tokens."""
+    through_the_model(name, "torch")
 
 
 DEEP = """(module

@@ -72,7 +72,10 @@ class LayerCache:
     def __init__(self, cfg: ModelConfig, batch: int, device: torch.device | None):
         self.max_len = cfg.max_len
         shape = (batch, cfg.n_head, min(cfg.max_len, CACHE_START))
-        self.keys = torch.zeros(*shape, cfg.d_qk, dtype=cfg.torch_dtype, device=device)
+        # int64 scores: the keys (exact integers) are kept as int64, so a decoding step
+        # does not convert the whole cache again
+        kind = torch.int64 if cfg.score_dtype == "int64" else cfg.torch_dtype
+        self.keys = torch.zeros(*shape, cfg.d_qk, dtype=kind, device=device)
         self.values = torch.zeros(*shape, cfg.d_v, dtype=cfg.torch_dtype, device=device)
 
     @property
