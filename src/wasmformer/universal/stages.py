@@ -22,6 +22,10 @@ fresh forward pass over the same stage: the digit, or one byte of the new R):
            from the signs), per candidate
   FFN 12   the next-token node: the digit sum_u I_u, or R's byte selected by I_u - I_u+1
 
+FFN 7-11 are under the width's op flag (``{name}.op``, ready at FFN 6) as well as their
+own flags: its 0 guards them (``compiler.guards``), so a decoder skips the multiples and
+signs, computed from b's bits on every token, wherever the width's division is not next.
+
 The result bytes need no stage: the remainder's magnitude is the last stage's R, in the
 window at distance n - 1 from every result byte; the quotient's byte j is two digits,
 fetched by position (two heads, the distances fixed by j). A signed result is negated
