@@ -7,7 +7,8 @@ trace). At each position and layer, a unit is *evaluated* unless one of its guar
 (``FeedForward.guards``) is 0 there: what the compiled loop computes the gate row of.
 The count is taken on the numpy/Python form of the decoder, layer by layer; it also checks
 the guards' claim (a skipped unit's gate is <= 0). ``--names N``: the N FFN nodes with the
-most evaluated units per token (compiles the graph again to name the units).
+most evaluated units per token (compiles the graph again to name the units; only where
+that gives the cached model's schedule, which a loaded machine may not: the MILP's time limit).
 """
 
 from __future__ import annotations
@@ -64,8 +65,7 @@ def main() -> None:
             x = x + layer.down @ (np.maximum(gate, 0.0) * (layer.up @ x))
         decoder.length = p + 1
     n = len(tokens)
-    print(f"{args.program}: {n} positions, bucket {bucket}, model "
-          f"{model.config.n_layer if hasattr(model.config, 'n_layer') else len(layers)} layers "
+    print(f"{args.program}: {n} positions, bucket {bucket}, {len(layers)} layers "
           f"({time.process_time() - start:.0f} s CPU)")
     print(f"{'layer':>5} {'units':>6} {'evaluated/token':>16}")
     total = 0.0
@@ -79,6 +79,19 @@ def main() -> None:
         from wasmformer.universal import build_universal_graph
         compiled = compile_graph(build_universal_graph(engine_limits(bucket))[0])
         cfg = model.config
+        # the schedule's MILP has a time limit (compiler.schedule): a loaded machine may
+        # compile another schedule than the cached model's, whose units cannot be named so
+        def same(block, weights) -> bool:
+            gate = _numpy(block.ffn.gate.weight)
+            return len(weights.units) <= len(gate) and all(
+                {slot for slot, _ in u.gate} == set(np.flatnonzero(gate[i]).tolist())
+                for i, u in enumerate(weights.units))
+
+        if compiled.d_model != cfg.d_model or not all(
+                same(b, w) for b, w in zip(model.blocks, compiled.blocks, strict=True)):
+            print("\n(the graph compiled to another schedule than the cached model's: "
+                  "no names)")
+            return
         by_node: Counter = Counter()
         by_family: Counter = Counter()  # the name's first part, per layer
         for i, (block, weights) in enumerate(zip(model.blocks, compiled.blocks, strict=True)):
