@@ -6,7 +6,8 @@ The stream is the fast engine's own run of the program (every position: prompt, 
 trace). At each position and layer, a unit is *evaluated* unless one of its guards
 (``FeedForward.guards``) is 0 there: what the compiled loop computes the gate row of.
 The count is taken on the numpy/Python form of the decoder, layer by layer; it also checks
-the guards' claim (a skipped unit's gate is <= 0). ``--names N``: the N FFN nodes with the
+the guards' claim (a skipped unit's gate is <= 0), and counts the slot-clearing units
+evaluated where their slot is already 0. ``--names N``: the N FFN nodes with the
 most evaluated units per token (compiles the graph again to name the units; only where
 that gives the cached model's schedule, which a loaded machine may not: the MILP's time limit).
 """
@@ -40,6 +41,21 @@ def used_units(block, d_ff: int) -> list[int]:
     return units
 
 
+def _clearing(layer) -> tuple[np.ndarray, np.ndarray]:
+    """The layer's slot-clearing units (``compiler.compiled._clear_unit``: gate row the
+    constant alone, value row -x[s], output to s) and their slots s, found by that shape."""
+    gate, up, down = layer.gate.tocsr(), layer.up.tocsr(), layer.down.tocsc()
+    units, slots = [], []
+    for u in range(gate.shape[0]):
+        g, v = gate[[u]], up[[u]]
+        d = down[:, [u]]
+        if g.nnz == 1 and g.data[0] == 1 and v.nnz == 1 and v.data[0] == -1 and d.nnz == 1 \
+                and d.indices[0] == v.indices[0] and d.data[0] == 1:
+            units.append(u)
+            slots.append(int(v.indices[0]))
+    return np.array(units, dtype=np.int64), np.array(slots, dtype=np.int64)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("program")
@@ -51,6 +67,8 @@ def main() -> None:
     decoder = FastDecoder(model, compiled=False)
     layers = decoder.layers
     evaluated = np.zeros((len(layers), max(layer.gate.shape[0] for layer in layers)))
+    clearing = [_clearing(layer) for layer in layers]
+    clears = np.zeros((len(layers), 2))  # clearing units evaluated; of which on a slot at 0
     start = time.process_time()
     for p, token in enumerate(tokens):
         decoder._reserve(p + 1)
@@ -62,18 +80,25 @@ def main() -> None:
             gate = layer.gate @ x
             assert gate[off].max(initial=0.0) <= 0.0, (p, i)
             evaluated[i, :len(off)] += ~off
+            units, slots = clearing[i]
+            clears[i] += (np.count_nonzero(~off[units]),
+                          np.count_nonzero(~off[units] & (x[slots] == 0)))
             x = x + layer.down @ (np.maximum(gate, 0.0) * (layer.up @ x))
         decoder.length = p + 1
     n = len(tokens)
     print(f"{args.program}: {n} positions, bucket {bucket}, {len(layers)} layers "
           f"({time.process_time() - start:.0f} s CPU)")
-    print(f"{'layer':>5} {'units':>6} {'evaluated/token':>16}")
+    print(f"{'layer':>5} {'units':>6} {'evaluated/token':>16} {'clearing':>9} {'at 0':>7}")
     total = 0.0
     for i, layer in enumerate(layers):
         per = evaluated[i].sum() / n
         total += per
-        print(f"{i:>5} {layer.gate.shape[0]:>6} {per:>16.1f}")
-    print(f"{'all':>5} {sum(layer.gate.shape[0] for layer in layers):>6} {total:>16.1f}")
+        print(f"{i:>5} {layer.gate.shape[0]:>6} {per:>16.1f} {clears[i, 0] / n:>9.1f} "
+              f"{clears[i, 1] / n:>7.1f}")
+    print(f"{'all':>5} {sum(layer.gate.shape[0] for layer in layers):>6} {total:>16.1f} "
+          f"{clears[:, 0].sum() / n:>9.1f} {clears[:, 1].sum() / n:>7.1f}")
+    print("(clearing: the allocation's slot-clearing units relu(1) * -x[s] evaluated; at 0: "
+          "of which x[s] was already 0, so the unit adds nothing)")
     if args.names:
         from wasmformer.compiler import compile_graph
         from wasmformer.universal import build_universal_graph
