@@ -334,7 +334,8 @@ DIVIDE = """(module
   (func (export "i64") (param $a i64) (param $b i64) (result i64)
     (i64.xor (i64.rem_s (local.get $a) (local.get $b)) (i64.div_u (local.get $a) (local.get $b)))))"""
 DIVIDE_CALLS = [("i32", [-100, 7]), ("i32", [5, 0]), ("i64", [-(10 ** 15) - 7, 12345]),
-                ("i32", [-(1 << 31), -1]), ("i64", [1 << 63, 3])]
+                ("i32", [-(1 << 31), -1]), ("i64", [1 << 63, 3]),
+                ("i32", [100, -7]), ("i64", [-(10 ** 12) - 1, -(1 << 33) - 5])]  # b < 0
 
 
 @pytest.mark.parametrize("engine", ["torch", "fast"])

@@ -44,12 +44,18 @@ def sub(g: Graph, a: Operand, b: Operand, *, name: str = "sub") -> Result:
     return carry_add(g, columns, 1, name)
 
 
-def carry_add(g: Graph, columns: Sequence[Linear], carry_in: int, name: str) -> Result:
+def carry_add(g: Graph, columns: Sequence[Linear], carry_in: int, name: str,
+              enable: Linear | None = None) -> Result:
     """The bytes of sum_k columns[k] 256**k + carry_in, mod 256**n; each column 0..510.
 
     The caller guarantees every column lies in 0..510 (so each carry is 0 or 1).
+    ``enable`` (a 0/1 feature): the sign layer's units under it (``units.enabled``: all 0
+    where it is 0, whatever the columns hold, so its 0 guards them); the caller then puts
+    the pending bytes under it too.
     """
-    signs = [U.node(g, f"{name}.d{j}", U.sign(s - 255), -1, 1) for j, s in enumerate(columns)]
+    signs = [U.node(g, f"{name}.d{j}", U.sign(s - 255) if enable is None
+                    else U.enabled(U.sign(s - 255), enable), -1, 1)
+             for j, s in enumerate(columns)]
     return tuple(U.identity(s) + _carry(signs, k, carry_in)
                  + _carry(signs, k + 1, carry_in, -256)
                  for k, s in enumerate(columns))

@@ -314,23 +314,28 @@ def _multiples(g: Graph, bits: list[Linear], plus: Linear, n: int,
 
 
 def _constant_multiple(g: Graph, bits: list[Linear], plus: Linear, c: int, n: int,
-                       name: str) -> list[Linear]:
+                       name: str, enable: Linear | None = None) -> list[Linear]:
     """c * (sum_s bits[s] 2**s + plus), 0 < c < 256, as n + 1 normalised bytes: columns
     V_r = sum_s bits_s byte_r(c 2**s), their high parts h_r by thresholds, then one
-    carry look-ahead addition of v_r + h_{r-1} (each <= 255 + 15)."""
+    carry look-ahead addition of v_r + h_{r-1} (each <= 255 + 15).
+
+    ``enable`` (a 0/1 feature): every unit of the three layers under it, so where it is 0
+    each node is 0 (within its range) and the flag's 0 guards every unit
+    (``compiler.guards``): a decoder skips them on tokens that need no multiple."""
+    gated = (lambda units: units) if enable is None else (lambda units: U.enabled(units, enable))
     columns = []
     for r in range(n + 1):
         terms = [(s, ((c << s) >> (8 * r)) & 255) for s in range(len(bits))]
         v = sum((bits[s] * w for s, w in terms if w), start=ZERO) + plus * ((c >> (8 * r)) & 255)
         top = sum(w for _, w in terms) + ((c >> (8 * r)) & 255)
         columns.append((v, top))
-    highs = [U.node(g, f"{name}.h{r}", [x for t in range(1, top // 256 + 1)
-                                        for x in U.step(v, 256 * t)], 0, top // 256)
+    highs = [U.node(g, f"{name}.h{r}", gated([x for t in range(1, top // 256 + 1)
+                                              for x in U.step(v, 256 * t)]), 0, top // 256)
              if top >= 256 else ZERO for r, (v, top) in enumerate(columns)]
     sums = [v - 256 * h + (highs[r - 1] if r else 0)
             for r, ((v, _), h) in enumerate(zip(columns, highs, strict=True))]
-    return [U.materialize(g, f"{name}.b{k}", x)
-            for k, x in enumerate(carry_add(g, sums, 0, name))]
+    return [U.materialize(g, f"{name}.b{k}", gated(x) if isinstance(x, list) else x)
+            for k, x in enumerate(carry_add(g, sums, 0, name, enable))]
 
 
 # ---- signs ---------------------------------------------------------------------------------

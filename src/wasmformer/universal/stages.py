@@ -22,6 +22,10 @@ fresh forward pass over the same stage: the digit, or one byte of the new R):
            from the signs), per candidate
   FFN 12   the next-token node: the digit sum_u I_u, or R's byte selected by I_u - I_u+1
 
+FFN 7-11 are under the width's op flag (``{name}.op``, ready at FFN 6) as well as their
+own flags: its 0 guards them (``compiler.guards``), so a decoder skips the multiples and
+signs, computed from b's bits on every token, wherever the width's division is not next.
+
 The result bytes need no stage: the remainder's magnitude is the last stage's R, in the
 window at distance n - 1 from every result byte; the quotient's byte j is two digits,
 fetched by position (two heads, the distances fixed by j). A signed result is negated
@@ -177,11 +181,13 @@ class _Width:
         self.neg_b = self._and(signed, b.sign, "neg_b") if self.signed else ZERO
         self.far = FarWindow(g, window, 2 * n)
         self.x = self._dividend_bytes()
-        self.plus = {u: _constant_multiple(g, list(b.bits), ZERO, u, n, f"{name}.m{u}")
-                     for u in range(1, DIGITS + 1)}
+        # the multiples are computed from b's bits on every token but needed on this
+        # width's division tokens only: under its op flag, whose 0 then guards them
+        self.plus = {u: _constant_multiple(g, list(b.bits), ZERO, u, n, f"{name}.m{u}",
+                                           self.any) for u in range(1, DIGITS + 1)}
         self.minus = ({u: _constant_multiple(g, [1 - x for x in b.bits], ONE, u, n,
-                                             f"{name}.n{u}") for u in range(1, DIGITS + 1)}
-                      if self.signed else {})
+                                             f"{name}.n{u}", self.any)
+                       for u in range(1, DIGITS + 1)} if self.signed else {})
 
     def _and(self, p: Linear, q: Linear, what: str) -> Linear:
         return U.materialize(self.g, f"{self.name}.{what}", [(1, p + q - 1, ONE)], 0, 1)
@@ -201,7 +207,7 @@ class _Width:
                     value = value + 16 * far.nibble(t + n - 1 - j, high=False)
                 if j > 0:
                     value = value + far.nibble(t + n - j, high=True)
-                units += U.enabled(value, flag)
+                units += U.enabled(value, flag + self.any - 1)  # (any: a guard)
             xs.append(U.materialize(g, f"{self.name}.x{j}", units, 0, 255))
         xs[0] = xs[0] + self._nibble_of_a()
         return xs
@@ -213,7 +219,7 @@ class _Width:
         for s, flag in enumerate(self.lay.stage):
             j = 2 * n - 1 - s
             nib = sum((a.bits[4 * j + q] * (1 << q) for q in range(4)), start=ZERO)
-            units += U.enabled(nib, flag - self.neg_a)
+            units += U.enabled(nib, flag - self.neg_a + self.any - 1)
             if self.signed:
                 negated = U.identity(15 - nib) + _carry(a, j) + _carry(a, j + 1, -16)
                 units += U.enabled(negated, flag + self.neg_a - 1)
@@ -221,8 +227,8 @@ class _Width:
 
     def _multiple_byte(self, u: int, j: int, value) -> U.Units:
         """``value(c)`` for c = byte j of u |b|: of u b, or of u (~b + 1) when b is negative
-        in a signed op (units under the two enables)."""
-        units = U.enabled(value(self.plus[u][j]), 1 - self.neg_b)
+        in a signed op (units under the two enables; any's 0 and neg_b's guard them)."""
+        units = U.enabled(value(self.plus[u][j]), self.any - self.neg_b)
         if self.signed:
             units += U.enabled(value(self.minus[u][j]), self.neg_b)
         return units
@@ -236,12 +242,14 @@ class _Width:
                                    self._multiple_byte(u, j, lambda c, j=j: _sign_plus_one(x[j] - c)),
                                    0, 2) - 1 for j in range(n + 1)]
             sigma = sum((s * (1 << j) for j, s in enumerate(signs)), start=ZERO)
-            indicators.append(U.materialize(g, f"{self.name}.I{u}", U.step(sigma, 0), 0, 1))
+            indicators.append(U.materialize(g, f"{self.name}.I{u}",
+                                            U.enabled(U.step(sigma, 0), self.any), 0, 1))
             units: U.Units = []
             for j, flag in enumerate(self.lay.rbyte):
                 diff = self._multiple_byte(u, j, lambda c, j=j: U.identity(x[j] - c))
                 units += U.enabled(diff, flag)
-                units += U.enabled(_borrow(signs, j, -1) + _borrow(signs, j + 1, 256), flag)
+                units += U.enabled(_borrow(signs, j, -1) + _borrow(signs, j + 1, 256),
+                                   flag + self.any - 1)
             diffs.append(U.materialize(g, f"{self.name}.r{u}", units, 0, 255))
         return indicators, diffs
 
@@ -252,7 +260,8 @@ class _Width:
         units = U.enabled(U.identity(digit) + U.constant(STAGE), self.any + lay.digit + body - 2)
         on = [ONE, *indicators, ZERO]
         chosen = U.materialize(g, f"{self.name}.xsel",
-                               [x for j, f in enumerate(lay.rbyte) for x in U.enabled(self.x[j], f)],
+                               [x for j, f in enumerate(lay.rbyte)
+                                for x in U.enabled(self.x[j], f + self.any - 1)],
                                0, 255)
         rbyte = [(1, on[0] - on[1], chosen)]
         rbyte += [(1, on[u] - on[u + 1], diffs[u - 1]) for u in range(1, DIGITS + 1)]
