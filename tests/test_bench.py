@@ -33,7 +33,16 @@ def test_bench_measures_hello(tmp_path):
     assert "2,386" in row  # the trace's tokens, from the token machine
     speed = [line for line in text.splitlines() if line.startswith("| hello | 0.")]
     assert len(speed) == 1 and "–" not in speed[0]  # every cell measured
+    assert speed[0].endswith("| yes |")  # stdout, stderr and exit code equal wasmtime's
     assert (tmp_path / "bench-speed.png").stat().st_size > 1000
+
+
+def test_a_run_that_differs_from_wasmtime_shows_no() -> None:
+    from wasmformer.bench import Measurement, ProgramRow, _outcome
+
+    row = ProgramRow("p", native=Measurement(seconds=1.0, output=_outcome(b"hi", b"", 0)))
+    row.engines["fast"] = Measurement(seconds=2.0, output=_outcome(b"hi", b"", 1))
+    assert "| NO |" in render([row], ("fast",), [], 1.0)
 
 
 def test_render_shows_why_an_engine_has_no_number():

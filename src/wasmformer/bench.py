@@ -21,6 +21,7 @@ looping wat program run as far as the proven numerics allow, each engine in its 
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import platform
 import resource
@@ -50,6 +51,7 @@ class Measurement:
     tokens: int | None = None
     instructions: int | None = None
     note: str = ""  # why there is no number (unsupported, timeout, error)
+    output: str | None = None  # a digest of stdout, stderr and the exit code (``_outcome``)
 
 
 @dataclass
@@ -88,8 +90,15 @@ def _measure_native(path: str) -> dict:
     from .toolchain import program_bytes
 
     wasm = program_bytes(path).wasm
-    fuel = run_wasmtime(wasm).fuel
-    return {"seconds": time_wasmtime(wasm), "instructions": fuel, "peak_rss_mb": _peak_rss_mb()}
+    judged = run_wasmtime(wasm)
+    return {"seconds": time_wasmtime(wasm), "instructions": judged.fuel,
+            "peak_rss_mb": _peak_rss_mb(),
+            "output": _outcome(judged.stdout, judged.stderr, judged.exit_code)}
+
+
+def _outcome(stdout: bytes, stderr: bytes, exit_code: int) -> str:
+    """What a run must agree on with wasmtime's, as one comparable digest."""
+    return hashlib.sha256(b"%d\n%d\n" % (exit_code, len(stdout)) + stdout + stderr).hexdigest()
 
 
 def _measure_trace(path: str) -> dict:
@@ -111,7 +120,8 @@ def _measure_engine(path: str, engine: str, max_tokens: int | None) -> dict:
     except WasmformerError as exc:
         return {"note": str(exc).splitlines()[0][:NOTE_CHARS]}
     return {"seconds": seconds, "cpu_seconds": cpu, "tokens": result.tokens,
-            "instructions": result.instructions, "peak_rss_mb": _peak_rss_mb()}
+            "instructions": result.instructions, "peak_rss_mb": _peak_rss_mb(),
+            "output": _outcome(result.stdout, result.stderr, result.exit_code)}
 
 
 def _child(conn, fn, args) -> None:
@@ -148,7 +158,8 @@ def _isolated(fn, *args, timeout: float) -> dict:
 
 def _as_measurement(d: dict) -> Measurement:
     return Measurement(d.get("seconds"), d.get("peak_rss_mb"), d.get("cpu_seconds"),
-                       d.get("tokens"), d.get("instructions"), d.get("note", ""))
+                       d.get("tokens"), d.get("instructions"), d.get("note", ""),
+                       d.get("output"))
 
 
 def torch_skip_note(row: ProgramRow) -> str:
@@ -368,24 +379,28 @@ def render(rows: list[ProgramRow], engines: tuple[str, ...], plots: list[str],
               "its model and feeding the prompt); CPU s: the process's own CPU seconds (the "
               "machine is shared); tok/s: trace tokens per wall second (for the reference "
               "machine, which does not generate tokens, the trace's token count over its run "
-              "time); slowdown: the engine's wall time over native wasmtime's, same run. The "
+              "time); slowdown: the engine's wall time over native wasmtime's, same run; = "
+              "wasmtime: the run's stdout, stderr and exit code equal wasmtime's (yes / NO). The "
               "transformer engines ran with the trace's token count as their token budget. "
               f"The torch engine runs a program only if its stream (prompt + trace) is at "
               f"most {TORCH_MAX_POSITIONS:,} positions: it attends densely over its whole "
               "KV cache for every token; the Scaling section measures it.", ""]
     head = "| program | wasmtime s |" + "".join(
-        f" {e} s | {e} CPU s | {e} tok/s | {e} slowdown | {e} peak MB |" for e in engines)
-    lines += [head, "|---|---:|" + "---:|---:|---:|---:|---:|" * len(engines)]
+        f" {e} s | {e} CPU s | {e} tok/s | {e} slowdown | {e} peak MB | {e} = wasmtime |"
+        for e in engines)
+    lines += [head, "|---|---:|" + "---:|---:|---:|---:|---:|:-:|" * len(engines)]
     for r in rows:
         cells = [r.name, _fmt(r.native.seconds, ".4f")]
         for e in engines:
             m = r.engines[e]
             if m.seconds is None:
-                cells += [m.note or "–", "–", "–", "–", "–"]
+                cells += [m.note or "–", "–", "–", "–", "–", "–"]
                 continue
             slow = m.seconds / r.native.seconds if r.native.seconds else None
+            agrees = "–" if m.output is None or r.native.output is None else (
+                "yes" if m.output == r.native.output else "NO")
             cells += [_fmt(m.seconds, ".3f"), _fmt(m.cpu_seconds, ".3f"), _fmt(_rate(m)),
-                      _fmt(slow), _fmt(m.peak_rss_mb)]
+                      _fmt(slow), _fmt(m.peak_rss_mb), agrees]
         lines.append("| " + " | ".join(cells) + " |")
     for p in plots:
         lines += ["", f"![{p}]({p})"]
