@@ -31,8 +31,9 @@ from universal_programs import PROGRAMS, stream  # noqa: E402
 from wasmformer.compiler import compile_graph  # noqa: E402
 from wasmformer.engine.fast import FastDecoder, generate_fast, kernel_available  # noqa: E402
 from wasmformer.engine.hull import HullCache  # noqa: E402
+from wasmformer.errors import ModelNotProven  # noqa: E402
 from wasmformer.machine import vocab  # noqa: E402
-from wasmformer.model import NumericsError, PositionLimitError, build_model  # noqa: E402
+from wasmformer.model import PositionLimitError, build_model  # noqa: E402
 from wasmformer.universal.interpreter import build_universal_graph  # noqa: E402
 from wasmformer.universal.limits import Limits  # noqa: E402
 
@@ -114,7 +115,7 @@ def test_a_value_outside_its_proven_range_stops_the_decoder() -> None:
         for r, old in zip(ranges, saved, strict=True):
             r.copy_(old)
     s = stream("memory")
-    with pytest.raises(NumericsError, match="outside the range the model file proves"):
+    with pytest.raises(ModelNotProven, match="the model's value ranges do not hold"):
         decoder.feed(s.prompt)
         for trace in s.traces:
             decoder.feed(trace.tokens)

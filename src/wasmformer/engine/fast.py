@@ -41,6 +41,7 @@ import numpy as np
 import scipy.sparse as sparse
 import torch
 
+from wasmformer.errors import ModelNotProven
 from wasmformer.model.numerics import NumericsError, check_runtime
 from wasmformer.model.transformer import Transformer
 
@@ -295,8 +296,9 @@ class FastDecoder:
         token it fed is not returned (the model's weights do not match their claims)."""
         bad = int(self._field("status")[0])
         if bad:
-            raise NumericsError(f"a value of attention head {bad - 1} (compiled loop) is "
-                                "outside the range the model file proves for it")
+            raise ModelNotProven(f"the model's value ranges do not hold: attention head "
+                                 f"{bad - 1} of the fast decoder cached a value outside the "
+                                 "range its model proves (no token was emitted from it)")
 
     def _grow_chains(self) -> None:
         """Double every hull chain that has no room for another point (``kernel.chains_full``)."""
