@@ -205,7 +205,7 @@ def _host_limits():
 
 def _differs(got: list[int], want: list[int]) -> int | None:
     """The first offset where the two token lists differ (a length difference included)."""
-    for i, (a, b) in enumerate(zip(got, want)):
+    for i, (a, b) in enumerate(zip(got, want, strict=False)):
         if a != b:
             return i
     return None if len(got) == len(want) else min(len(got), len(want))
@@ -293,8 +293,15 @@ def run_determinism(out_dir: Path, *, tokens: int = DEFAULT_TOKENS,
                     progress: bool = True) -> State:
     """Streams until ``tokens`` generated tokens have been compared (or a divergence);
     BENCHMARKS.md's Determinism section and the state file are rewritten after each."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
-                               TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from .engine.models import BUCKETS
 
@@ -332,6 +339,7 @@ def run_determinism(out_dir: Path, *, tokens: int = DEFAULT_TOKENS,
             gc.collect()  # the stream's decoder (gigabytes) before the next one's
             if divergence is not None:
                 break
+    write_section(target, render_section(state, tokens))  # also when nothing was left to run
     return state
 
 
