@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from test_cli import assert_one_clean_line, wasmformer
 
-from wasmformer.determinism import SECTION, STATE_FILE, State, run_determinism, write_section
+from wasmformer.determinism import (
+    SECTION,
+    SLACK,
+    STATE_FILE,
+    State,
+    run_determinism,
+    run_stream,
+    write_section,
+)
 from wasmformer.engine.decoders import FastDecoding
 from wasmformer.machine import vocab
 
@@ -23,6 +31,7 @@ def test_a_tiny_run_compares_reports_and_resumes(tmp_path):
     assert first.generated >= 2000 and first.compared >= first.generated
     assert first.invocations >= 1 and first.prompt + first.compared < first.positions <= SMALL
     assert first.margin is not None and first.margin >= 1 and first.scans >= 0
+    assert first.buckets == [SMALL]
     text = target.read_text()
     assert text.startswith("# Benchmarks\n\n## Tokens\n\nkept\n\n## Scaling\n\nkept too\n\n")
     assert text.count(SECTION) == 1 and "**No divergence**" in text
@@ -33,6 +42,22 @@ def test_a_tiny_run_compares_reports_and_resumes(tmp_path):
     assert len(again.streams) == 2 and again.streams[0] == first
     assert State.load(tmp_path / STATE_FILE).streams == again.streams
     assert target.read_text().count(SECTION) == 1
+
+
+def test_a_stream_ends_before_its_bucket_would_not_hold_the_next_invocation():
+    """The engine fits its bucket to the stream plus the token budget (the reference trace and
+    SLACK): a stream stops before an invocation that would move it to a larger bucket, so
+    every stream runs on the one decoder made for it."""
+    ran = 0
+    for k in range(3):
+        result, divergence = run_stream(k, 0, 8192, SOURCES, 10**9, lambda n: None)
+        assert divergence is None
+        if result.invocations:
+            ran += 1
+            assert result.buckets == [8192] and result.positions + SLACK <= 8192
+        else:  # its first invocation does not fit: nothing was decoded
+            assert result.note.startswith("not run") and result.buckets == []
+    assert ran
 
 
 def test_a_wrong_token_is_reported_as_a_divergence(tmp_path, monkeypatch):
