@@ -27,8 +27,12 @@ def test_suite_orders_by_size_and_quick_drops_long_programs():
 
 
 def test_bench_measures_hello(tmp_path):
+    # the determinism check's section (bench --determinism) survives a full bench run
+    kept = "## Determinism\n\nmeasured elsewhere\n"
+    (tmp_path / "BENCHMARKS.md").write_text("# Benchmarks\n\nold\n\n" + kept)
     target = run_bench(tmp_path, engines=("reference",), names=["hello"], per_run_timeout=300)
     text = target.read_text()
+    assert text.endswith("\n" + kept) and "\nold\n" not in text
     row = next(line for line in text.splitlines() if line.startswith("| hello | 918 |"))
     assert "2,386" in row  # the trace's tokens, from the token machine
     speed = [line for line in text.splitlines() if line.startswith("| hello | 0.")]

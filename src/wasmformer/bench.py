@@ -447,6 +447,7 @@ def run_bench(out_dir: Path, *, quick: bool = False, engines: tuple[str, ...] | 
     from rich.progress import Progress, TimeElapsedColumn
 
     from . import api
+    from .determinism import split_section
 
     engines = engines or api.ENGINES
     names = names or suite(quick)
@@ -456,10 +457,14 @@ def run_bench(out_dir: Path, *, quick: bool = False, engines: tuple[str, ...] | 
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / "BENCHMARKS.md"
 
+    # the determinism check writes its own section (``bench --determinism``): kept as it is
+    kept = split_section(target.read_text())[1] if target.exists() else ""
+
     def write(plots: list[str], scaling_lines: list[str], partial: str = "") -> None:
         tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(render(rows, engines, plots, time.perf_counter() - started,
-                              scaling_lines, partial))
+        text = render(rows, engines, plots, time.perf_counter() - started, scaling_lines,
+                      partial)
+        tmp.write_text(text + ("\n" + kept.rstrip("\n") + "\n" if kept else ""))
         tmp.replace(target)
 
     # the scaling sweep first, then the examples shortest first, the report rewritten after

@@ -332,9 +332,31 @@ def bench(
     engine: list[str] = typer.Option(None, "--engine", help="Engines to measure (default: all)."),
     per_run_timeout: float = typer.Option(900.0, "--per-run-timeout", min=1.0,
                                           help="Seconds before one measurement is abandoned."),
+    determinism: bool = typer.Option(
+        False, "--determinism", help="Only the determinism check: the fast engine against the "
+        "token machine, token for token; rewrites BENCHMARKS.md's Determinism section."),
+    tokens: int = typer.Option(10**7, "--tokens", help="--determinism: generated tokens to "
+                               "compare (a run resumes from its bench-determinism.json)."),
+    stream_positions: int = typer.Option(2**18, "--stream-positions",
+                                         help="--determinism: the longest stream (memory: "
+                                         "~12.5 KB per position)."),
+    seed: int = typer.Option(0, "--seed", help="--determinism: the invocations' seed."),
+    fresh: bool = typer.Option(False, "--fresh", help="--determinism: start over instead of "
+                               "resuming."),
 ) -> None:
     """Run the examples through every engine and wasmtime; write BENCHMARKS.md and plots."""
     from .bench import run_bench
+
+    if determinism:
+        from .determinism import run_determinism
+
+        state = run_determinism(out_dir, tokens=tokens, stream_positions=stream_positions,
+                                seed=seed, fresh=fresh)
+        if state.divergence is not None:
+            err_console.print(state.divergence.line(), markup=False)
+            raise typer.Exit(1)
+        err_console.print(f"wrote {out_dir / 'BENCHMARKS.md'}", markup=False)
+        return
 
     unknown = [name for name in engine or () if name not in api.ENGINES]
     if unknown:
