@@ -15,6 +15,7 @@ from wasmformer.determinism import (
     write_section,
 )
 from wasmformer.engine.decoders import FastDecoding
+from wasmformer.engine.models import FAST_BUCKETS, bucket_for
 from wasmformer.machine import vocab
 
 SMALL = 2**15  # streams in the 32K bucket: machine.wat's 5.5K-token prompt and a few calls
@@ -31,7 +32,7 @@ def test_a_tiny_run_compares_reports_and_resumes(tmp_path):
     assert first.generated >= 2000 and first.compared >= first.generated
     assert first.invocations >= 1 and first.prompt + first.compared < first.positions <= SMALL
     assert first.margin is not None and first.margin >= 1 and first.scans >= 0
-    assert first.buckets == [SMALL]
+    assert first.buckets == [bucket_for(SMALL, FAST_BUCKETS)]  # the fast engine's: the largest
     text = target.read_text()
     assert text.startswith("# Benchmarks\n\n## Tokens\n\nkept\n\n## Scaling\n\nkept too\n\n")
     assert text.count(SECTION) == 1 and "**No divergence**" in text
@@ -45,16 +46,17 @@ def test_a_tiny_run_compares_reports_and_resumes(tmp_path):
 
 
 def test_a_stream_ends_before_its_bucket_would_not_hold_the_next_invocation():
-    """The engine fits its bucket to the stream plus the token budget (the reference trace and
-    SLACK): a stream stops before an invocation that would move it to a larger bucket, so
-    every stream runs on the one decoder made for it."""
+    """A stream stops before an invocation that would take it past its length (with the
+    token budget: the reference trace and SLACK), so every stream runs on the one decoder
+    made for it (the fast engine's bucket is the largest: it never moves anyway)."""
     ran = 0
     for k in range(3):
         result, divergence = run_stream(k, 0, 8192, SOURCES, 10**9, lambda n: None)
         assert divergence is None
         if result.invocations:
             ran += 1
-            assert result.buckets == [8192] and result.positions + SLACK <= 8192
+            assert result.buckets == [bucket_for(8192, FAST_BUCKETS)]
+            assert result.positions + SLACK <= 8192
         else:  # its first invocation does not fit: nothing was decoded
             assert result.note.startswith("not run") and result.buckets == []
     assert ran
