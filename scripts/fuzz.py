@@ -26,6 +26,15 @@ run is deterministic and ``--case N`` replays one case):
   token for token (tests/token_replay.py; a call reaching an op the replayer lacks,
   such as ref.null or table.size, is counted as not replayed) and its tokens must
   decode (detokenize) to the call's integer results or trap.
+  With ``--transformer``, each such call also runs on the fast engine (the transformer,
+  ``engine="fast"``) on a token stream of the instance kept across calls, and its tokens
+  (header and generated trace) must equal the token machine's, token for token. The
+  smith fuel global is refilled in that stream by a call of an added ``fuzz:refuel``
+  export; modules are made without bulk memory and reference types (ops the universal
+  graph does not cover). Calls the engine refuses up front (EngineRefusal: uncovered ops,
+  the graph's limits) and streams over FAST.max_positions (2^16) are counted, not compared;
+  the next call then starts a new stream from the machine's state. The model's call-depth
+  limit (127 frames, named in its trap) is an explained difference.
 - ``csmith``: random C programs from csmith (an optional system tool: Debian's
   ``csmith`` and ``libcsmith-dev``; without it this generator exits 2 with the
   install line), in shapes small enough to finish, without floats; compiled by
@@ -40,7 +49,8 @@ run is deterministic and ``--case N`` replays one case):
   gcc-multilib is missing) must print the same checksum: a check of the toolchain.
 
 Each run ends with one summary line per generator: programs, instructions
-checked, mismatches (and explained ones), skipped.
+checked, mismatches (and explained ones), skipped; with ``--transformer`` the exec
+line adds the fast engine's calls and tokens compared, refused, skipped, mismatches.
 
 Known differences that are not wasmformer bugs are reported as "explained"
 (see tests/regressions/README.md) and do not fail the run.
@@ -95,7 +105,7 @@ from wasmformer.engine import models as engine_models
 from wasmformer.engine.session import Session
 from wasmformer.machine import vocab
 from wasmformer.machine.detokenize import detokenize
-from wasmformer.machine.tokens import TokenMachine
+from wasmformer.machine.tokens import DEPTH_BYTES, PC_BYTES, TokenMachine
 from wasmformer.toolchain import compile_c
 from wasmformer.wasm import load_module
 
@@ -152,7 +162,7 @@ FAST = FastOptions()
 # exec modules are made without them (else almost every call is refused up front).
 FAST_SMITH_OPTIONS = ["--bulk-memory-enabled", "false", "--reference-types-enabled", "false"]
 REFUEL_EXPORT = "fuzz:refuel"  # a function setting the fuel global: refuels a token stream
-TRAP_TOKEN = vocab.tok("TRAP")
+TRAP_TOKEN, CALL_TOKEN = vocab.tok("TRAP"), vocab.tok("CALL")
 DEPTH_EXPLANATION = (
     "the fast engine's model holds 127 call frames (engine/models.py MAX_DEPTH) and traps "
     "'call stack exhausted' past them, saying so; the reference machine allows 50,000: the "
@@ -599,6 +609,14 @@ class Wasmtime:
         return seen
 
 
+def call_depth(tokens: list[int], at: int) -> int:
+    """The depth a CALL token at ``at`` enters (its header: pc, then depth), else -1."""
+    if tokens[at] != CALL_TOKEN or at + 1 + PC_BYTES + DEPTH_BYTES > len(tokens):
+        return -1
+    field = tokens[at + 1 + PC_BYTES: at + 1 + PC_BYTES + DEPTH_BYTES]
+    return int.from_bytes(bytes(field), "little")
+
+
 def refusal_reason(message: str) -> str:
     """An EngineRefusal's gist for the counts: the first uncovered op, or its first words."""
     found = re.search(r"pc \d+: (.*?)(?: \(and \d+ more\))?$", message)
@@ -719,9 +737,11 @@ class Ours:
                        f"token machine {trace.tokens[at:at + 8]} (fast {ran.ending} {ran.outcome.trap}, "
                        f"token machine {trace.outcome} {trace.trap})")
             # The model holds fewer call frames than the host allows (a documented limit that
-            # the engine names in its trap): explained when the streams agree up to that trap.
+            # the engine names in its trap): explained when the streams agree up to that trap
+            # and the token machine's next token is a CALL into a frame past the model's.
             deep = (ran.outcome.trap or "").startswith("call stack exhausted (the fast engine's model holds")
-            if deep and at < len(ran.tokens) and ran.tokens[at] == TRAP_TOKEN:
+            if (deep and at < len(ran.tokens) and ran.tokens[at] == TRAP_TOKEN
+                    and call_depth(trace.tokens, at) > session.limits.call_depth_limit):
                 self.fast_explained.append((problem, DEPTH_EXPLANATION))
             else:
                 self.token_problems.append(problem)

@@ -58,3 +58,38 @@ def test_fast_harness_catches_a_wrong_token(small_streams, monkeypatch):
 
     monkeypatch.setattr(Session, "invoke", one_token_off)
     assert {m.kind for m in _check_fast() if not m.explained} == {"fast tokens"}
+
+
+DEEP = """
+(module
+  (func $down (param i32) (result i32)
+    (if (result i32) (i32.eqz (local.get 0))
+      (then (i32.const 0))
+      (else (i32.add (i32.const 1) (call $down (i32.sub (local.get 0) (i32.const 1)))))))
+  (func (export "deep") (result i32) (call $down (i32.const 130))))
+"""
+
+
+def test_fast_engine_call_depth_limit_is_explained_only_there(small_streams):
+    """130 frames: the reference machine returns 130; the model traps past its 127 frames,
+    saying so. The harness explains that difference (the streams agree up to the trap and
+    the token machine's next CALL enters frame 128), and nothing else."""
+    fuzz.FAST.enabled = True
+    try:
+        outcome = fuzz.check_exec(random.Random(0), bytes(wasmtime.wat2wasm(DEEP)))
+    finally:
+        fuzz.FAST.enabled = False
+    assert outcome.calls == 1 + fuzz.EXEC_CALLS and outcome.trail[0]["wasmtime"] == [130]
+    assert [(m.kind, m.explained) for m in outcome.mismatches] == \
+        [("fast tokens", fuzz.DEPTH_EXPLANATION)] * outcome.calls  # every call, and nothing else
+
+
+def test_fast_engine_call_depth_limit_explains_nothing_shallower(small_streams, monkeypatch):
+    """The same trap with the token machine's CALL one frame shallower is a mismatch."""
+    monkeypatch.setattr(fuzz, "call_depth", lambda tokens, at: 127)
+    fuzz.FAST.enabled = True
+    try:
+        outcome = fuzz.check_exec(random.Random(0), bytes(wasmtime.wat2wasm(DEEP)))
+    finally:
+        fuzz.FAST.enabled = False
+    assert outcome.mismatches and not any(m.explained for m in outcome.mismatches)
