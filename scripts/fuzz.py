@@ -92,6 +92,8 @@ from rich.table import Table
 
 import wasmformer
 from wasmformer import judge, machine
+from wasmformer.engine import models as engine_models
+from wasmformer.engine.session import Session
 from wasmformer.errors import (
     BudgetExceeded,
     CompileError,
@@ -101,8 +103,6 @@ from wasmformer.errors import (
     Trap,
     WasmformerError,
 )
-from wasmformer.engine import models as engine_models
-from wasmformer.engine.session import Session
 from wasmformer.machine import vocab
 from wasmformer.machine.detokenize import detokenize
 from wasmformer.machine.tokens import DEPTH_BYTES, PC_BYTES, TokenMachine
@@ -731,7 +731,7 @@ class Ours:
         self.fast_counts["calls compared"] += 1
         self.fast_counts["tokens compared"] += len(ran.tokens)
         if ran.tokens != trace.tokens:
-            at = next((i for i, (a, b) in enumerate(zip(ran.tokens, trace.tokens)) if a != b),
+            at = next((i for i, (a, b) in enumerate(zip(ran.tokens, trace.tokens, strict=False)) if a != b),
                       min(len(ran.tokens), len(trace.tokens)))
             problem = (f"fast: token {at} of {len(trace.tokens)} differs: fast {ran.tokens[at:at + 8]}, "
                        f"token machine {trace.tokens[at:at + 8]} (fast {ran.ending} {ran.outcome.trap}, "
@@ -1254,7 +1254,8 @@ def save_failure(out: Path, seed: int, generator: str, index: int, outcome: Outc
     if outcome.source:
         stem.with_suffix(".c").write_text(outcome.source)
     report = {
-        "replay": f"python scripts/fuzz.py --seed {seed} --generator {generator} --case {index}",
+        "replay": f"python scripts/fuzz.py --seed {seed} --generator {generator} --case {index}"
+                  + (" --transformer" if FAST.enabled else ""),
         "mismatches": [m.__dict__ for m in outcome.mismatches],
         "calls": outcome.trail,
     }
@@ -1370,7 +1371,8 @@ def shrink(path: Path, generator: str, arg_seed: str, kind: str, out: Path, cons
             predicate = Path(tmp, "predicate.sh")
             predicate.write_text(
                 f"#!/bin/sh\nexec '{sys.executable}' '{Path(__file__).resolve()}' --check \"$1\" "
-                f"--generator exec --arg-seed '{arg_seed}' --interesting '{kind}' >/dev/null 2>&1\n"
+                f"--generator exec --arg-seed '{arg_seed}' --interesting '{kind}'"
+                f"{' --transformer' if FAST.enabled else ''} >/dev/null 2>&1\n"
             )
             predicate.chmod(0o755)
             done = wasm_tools("shrink", "--attempts", "300", str(predicate), str(path), "-o", str(out), timeout=None)
@@ -1431,7 +1433,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--arg-seed", default="0", help="with --check exec: seed of the call arguments")
     parser.add_argument("--interesting", default=None, help="with --check: exit 0 iff this mismatch kind reproduces")
     parser.add_argument("--transformer", action="store_true",
-                        help="exec: run every traced call on the fast engine too, token for token")
+                        help="exec: run every traced call on the fast engine too, token for token (csmith: no effect yet)")
     parser.add_argument("--shrink", type=Path, default=None, help="with --check and --interesting: write a minimised input here")
     return parser.parse_args(argv)
 
