@@ -26,6 +26,15 @@ run is deterministic and ``--case N`` replays one case):
   token for token (tests/token_replay.py; a call reaching an op the replayer lacks,
   such as ref.null or table.size, is counted as not replayed) and its tokens must
   decode (detokenize) to the call's integer results or trap.
+  With ``--transformer``, each such call also runs on the fast engine (the transformer,
+  ``engine="fast"``) on a token stream of the instance kept across calls, and its tokens
+  (header and generated trace) must equal the token machine's, token for token. The
+  smith fuel global is refilled in that stream by a call of an added ``fuzz:refuel``
+  export; modules are made without bulk memory and reference types (ops the universal
+  graph does not cover). Calls the engine refuses up front (EngineRefusal: uncovered ops,
+  the graph's limits) and streams over FAST.max_positions (2^16) are counted, not compared;
+  the next call then starts a new stream from the machine's state. The model's call-depth
+  limit (127 frames, named in its trap) is an explained difference.
 - ``csmith``: random C programs from csmith (an optional system tool: Debian's
   ``csmith`` and ``libcsmith-dev``; without it this generator exits 2 with the
   install line), in shapes small enough to finish, without floats; compiled by
@@ -40,7 +49,8 @@ run is deterministic and ``--case N`` replays one case):
   gcc-multilib is missing) must print the same checksum: a check of the toolchain.
 
 Each run ends with one summary line per generator: programs, instructions
-checked, mismatches (and explained ones), skipped.
+checked, mismatches (and explained ones), skipped; with ``--transformer`` the exec
+line adds the fast engine's calls and tokens compared, refused, skipped, mismatches.
 
 Known differences that are not wasmformer bugs are reported as "explained"
 (see tests/regressions/README.md) and do not fail the run.
@@ -82,16 +92,20 @@ from rich.table import Table
 
 import wasmformer
 from wasmformer import judge, machine
+from wasmformer.engine import models as engine_models
+from wasmformer.engine.session import Session
 from wasmformer.errors import (
     BudgetExceeded,
     CompileError,
+    EngineRefusal,
     InvalidModule,
     MalformedModule,
     Trap,
     WasmformerError,
 )
+from wasmformer.machine import vocab
 from wasmformer.machine.detokenize import detokenize
-from wasmformer.machine.tokens import TokenMachine
+from wasmformer.machine.tokens import DEPTH_BYTES, PC_BYTES, TokenMachine
 from wasmformer.toolchain import compile_c
 from wasmformer.wasm import load_module
 
@@ -132,6 +146,30 @@ WASMTIME_FUEL = 10**12
 
 
 @dataclass
+class FastOptions:
+    """--transformer: exec calls also run on the fast engine (the transformer), whose tokens
+    must equal the token machine's trace; set by ``fuzz(fast=True)`` and ``main``."""
+
+    enabled: bool = False
+    # A stream (prompt + earlier calls + this call's trace) longer than this is not decoded
+    # (counted as skipped): it keeps an exec case to seconds (~5K tokens/s after the prompt).
+    max_positions: int = 1 << 16
+    case_seconds: float = 240  # a case's wall-clock guard with the fast engine (prompts refed)
+
+
+FAST = FastOptions()
+# The fast engine covers neither bulk memory nor the reference types' ops: with --transformer,
+# exec modules are made without them (else almost every call is refused up front).
+FAST_SMITH_OPTIONS = ["--bulk-memory-enabled", "false", "--reference-types-enabled", "false"]
+REFUEL_EXPORT = "fuzz:refuel"  # a function setting the fuel global: refuels a token stream
+TRAP_TOKEN, CALL_TOKEN = vocab.tok("TRAP"), vocab.tok("CALL")
+DEPTH_EXPLANATION = (
+    "the fast engine's model holds 127 call frames (engine/models.py MAX_DEPTH) and traps "
+    "'call stack exhausted' past them, saying so; the reference machine allows 50,000: the "
+    "tokens agree up to that trap")
+
+
+@dataclass
 class Mismatch:
     kind: str  # e.g. "verdict", "result", "count", "crash"
     detail: str
@@ -147,6 +185,7 @@ class Outcome:
     instructions: int = 0  # instructions whose count was compared with wasmtime
     excluded: Counter = field(default_factory=Counter)
     endings: Counter = field(default_factory=Counter)  # our verdicts; how the calls ended
+    fast: Counter = field(default_factory=Counter)  # --transformer: calls compared, refused...
     mismatches: list[Mismatch] = field(default_factory=list)
     wasm: bytes = b""
     source: str = ""  # the C program, for csmith cases
@@ -542,7 +581,7 @@ class Wasmtime:
         return [
             Export(x.name, tuple(map(str, x.type.params)), tuple(map(str, x.type.results)))
             for x in self.module.exports
-            if isinstance(x.type, wasmtime.FuncType)
+            if isinstance(x.type, wasmtime.FuncType) and x.name != REFUEL_EXPORT
         ]
 
     def call(self, f: Export, args: list[object]) -> tuple[list[object] | None, str | None]:
@@ -570,6 +609,21 @@ class Wasmtime:
         return seen
 
 
+def call_depth(tokens: list[int], at: int) -> int:
+    """The depth a CALL token at ``at`` enters (its header: pc, then depth), else -1."""
+    if tokens[at] != CALL_TOKEN or at + 1 + PC_BYTES + DEPTH_BYTES > len(tokens):
+        return -1
+    field = tokens[at + 1 + PC_BYTES: at + 1 + PC_BYTES + DEPTH_BYTES]
+    return int.from_bytes(bytes(field), "little")
+
+
+def refusal_reason(message: str) -> str:
+    """An EngineRefusal's gist for the counts: the first uncovered op, or its first words."""
+    found = re.search(r"pc \d+: (.*?)(?: \(and \d+ more\))?$", message)
+    gist = found[1] if found else message.split(": ", 1)[-1]
+    return re.sub(r"\d[\d,]*", "N", gist)[:60]
+
+
 class Ours:
     """wasmformer's side: an instance, and its state read from the machine."""
 
@@ -582,6 +636,12 @@ class Ours:
         self.tokens = TokenMachine(self.machine)
         self.token_problems: list[str] = []
         self.token_checks: Counter = Counter()  # how the token checks ended, for the summary
+        # --transformer: the same calls on the fast engine, a token stream of this instance
+        # kept across calls (persistent) while it holds the machine's state; its problems go
+        # to token_problems as "fast: ...", its counts to fast_counts.
+        self.session: Session | None = None
+        self.fast_counts: Counter = Counter()
+        self.fast_explained: list[tuple[str, str]] = []  # (problem, why it is no bug)
         for grower in [self.machine.memory, *self.machine.tables]:
             if grower is not None:
                 grower.grow = self._watch(grower.grow)
@@ -607,13 +667,85 @@ class Ours:
         """Like ``Wasmtime.call``; other wasmformer errors propagate."""
         self.failed_grows.clear()
         replayer = TOKEN_REPLAY.replayer_for(self.tokens)
+        session = self.fast_session() if FAST.enabled else None
         trace = self.tokens.invoke(f.name, args, max_steps=EXEC_MAX_STEPS)
         if trace.outcome == "budget":
             raise BudgetExceeded(trace.budget_message)
         self.check_tokens(replayer, trace, f)
+        if FAST.enabled:
+            self.check_fast(session, trace, f, args)
         if trace.outcome == "trap":
             return None, trace.trap
         return [comparable(v, t, judge=False) for v, t in zip(trace.results, f.results, strict=True)], None
+
+    def fast_session(self) -> Session | None:
+        """The fast engine's stream, holding the machine's state before this call (the
+        token machine is about to run it): the stream so far, refuelled by a call of
+        REFUEL_EXPORT, or a new stream whose prompt is the state now. None: refused."""
+        if self.session is not None and len(self.session.stream) + 64 > FAST.max_positions:
+            self.session = None  # no room left for the refuel call and a trace: start afresh
+        if self.session is not None and REFUEL_EXPORT in self.machine.exports:
+            # the machine was refuelled from outside; the stream is, by a call
+            try:
+                refuel = self.session.invoke(REFUEL_EXPORT, [], max_tokens=64)
+            except (EngineRefusal, BudgetExceeded) as error:
+                self.fast_counts["refuel refused"] += 1
+                self.token_problems.append(f"fast: refuelling the stream: {error}")
+                self.session = None
+            else:
+                if refuel.ending != "halt":
+                    self.token_problems.append(f"fast: the refuel call ended {refuel.ending} "
+                                               f"({refuel.outcome.trap})")
+                    self.session = None
+        if self.session is None:
+            try:
+                self.session = Session(self.machine, engine="fast")
+            except EngineRefusal as error:
+                self.fast_counts[f"refused: {refusal_reason(str(error))}"] += 1
+                return None
+            self.fast_counts["streams"] += 1
+        return self.session
+
+    def check_fast(self, session: Session | None, trace, f: Export, args: list[object]) -> None:
+        """The call on the fast engine: its tokens (header and generated trace) must be the
+        token machine's, token for token. A refusal (before any token) or a stream over
+        FAST.max_positions is counted, not compared; the next call then starts a new stream."""
+        if session is None:
+            return  # refused already (counted)
+        if len(session.stream) + len(trace.tokens) > FAST.max_positions:
+            self.fast_counts[f"skipped: stream over {FAST.max_positions:,} positions"] += 1
+            self.session = None
+            return
+        try:
+            # a budget of the trace's length and one more: a longer trace is caught, not run on
+            ran = session.invoke(f.name, args, max_tokens=len(trace.tokens) + 1)
+        except EngineRefusal as error:
+            self.fast_counts[f"refused: {refusal_reason(str(error))}"] += 1
+            self.session = None
+            return
+        except BudgetExceeded:
+            self.token_problems.append(f"fast: generates more than the token machine's "
+                                       f"{len(trace.tokens):,} tokens ({trace.outcome})")
+            self.session = None
+            return
+        self.fast_counts["calls compared"] += 1
+        self.fast_counts["tokens compared"] += len(ran.tokens)
+        if ran.tokens != trace.tokens:
+            at = next((i for i, (a, b) in enumerate(zip(ran.tokens, trace.tokens, strict=False)) if a != b),
+                      min(len(ran.tokens), len(trace.tokens)))
+            problem = (f"fast: token {at} of {len(trace.tokens)} differs: fast {ran.tokens[at:at + 8]}, "
+                       f"token machine {trace.tokens[at:at + 8]} (fast {ran.ending} {ran.outcome.trap}, "
+                       f"token machine {trace.outcome} {trace.trap})")
+            # The model holds fewer call frames than the host allows (a documented limit that
+            # the engine names in its trap): explained when the streams agree up to that trap
+            # and the token machine's next token is a CALL into a frame past the model's.
+            deep = (ran.outcome.trap or "").startswith("call stack exhausted (the fast engine's model holds")
+            if (deep and at < len(ran.tokens) and ran.tokens[at] == TRAP_TOKEN
+                    and call_depth(trace.tokens, at) > session.limits.call_depth_limit):
+                self.fast_explained.append((problem, DEPTH_EXPLANATION))
+            else:
+                self.token_problems.append(problem)
+            self.session = None
 
     def check_tokens(self, replayer, trace, f: Export) -> None:
         """The trace replays from the state before the call and the tokens alone, and its
@@ -665,7 +797,7 @@ def check_exec(rng: random.Random, wasm: bytes | None = None) -> Outcome:
     wasm = export_fuel(wasm)
     outcome.wasm, outcome.modules = wasm, 1
     try:
-        with deadline(CASE_SECONDS):
+        with deadline(FAST.case_seconds if FAST.enabled else CASE_SECONDS):
             run_pair(wasm, rng, outcome)
     except Hang as error:
         outcome.mismatches.append(Mismatch("hang", str(error)))
@@ -685,7 +817,7 @@ def exec_variety(rng: random.Random) -> list[str]:
         options += ["--disallow-traps", "true"]
     options += ["--max-tables", str(rng.choice([1, 2]))]
     options += ["--max-instructions", str(rng.choice([100, 100, 400]))]
-    return options
+    return options + (FAST_SMITH_OPTIONS if FAST.enabled else [])
 
 
 def run_pair(wasm: bytes, rng: random.Random, outcome: Outcome) -> None:
@@ -758,7 +890,12 @@ def export_fuel(wasm: bytes) -> bytes:
         return wasm
     at = found[-1]
     exported = f'\n  (export "{FUEL_EXPORT}" (global {at[1]}))'
-    return assemble(text[: at.end()] + exported + text[at.end() :])
+    text = text[: at.end()] + exported + text[at.end() :]
+    if FAST.enabled:  # the fast engine's state is its token stream: refuelled by a call
+        end = text.rstrip().rindex(")")  # the module's: the function is the last one (no renumbering)
+        text = (f'{text[:end]}  (func (export "{REFUEL_EXPORT}") i32.const {SMITH_FUEL} '
+                f'global.set {at[1]})\n{text[end:]}')
+    return assemble(text)
 
 
 def wat(wasm: bytes) -> str:
@@ -780,10 +917,15 @@ def call_pair(judge: Wasmtime, ours: Ours, f: Export, args: list[tuple], outcome
     fuel_before, count_before = judge.used_fuel(), ours.instructions
     theirs, their_trap = judge.call(f, [theirs for theirs, _ in args])
     mine, my_trap = ours.call(f, [mine for _, mine in args])
-    outcome.mismatches += [Mismatch("tokens", f"{where}: {problem}") for problem in ours.token_problems]
+    outcome.mismatches += [Mismatch("fast tokens" if problem.startswith("fast: ") else "tokens", f"{where}: {problem}")
+                           for problem in ours.token_problems]
     outcome.endings.update(ours.token_checks)
+    outcome.fast.update(ours.fast_counts)
+    outcome.mismatches += [Mismatch("fast tokens", f"{where}: {problem}", why) for problem, why in ours.fast_explained]
+    ours.fast_explained.clear()
     ours.token_problems.clear()
     ours.token_checks.clear()
+    ours.fast_counts.clear()
     fuel, count = judge.used_fuel() - fuel_before, ours.instructions - count_before
     outcome.calls += 1
     outcome.endings[f"call {'trapped: ' + their_trap if their_trap else 'returned'}"] += 1
@@ -1083,6 +1225,7 @@ class Totals:
     mismatches: Counter = field(default_factory=Counter)
     explained: Counter = field(default_factory=Counter)
     per_generator: dict[str, Counter] = field(default_factory=dict)  # for the summary lines
+    fast: Counter = field(default_factory=Counter)  # --transformer: the fast engine's counts
 
     def add(self, generator: str, outcome: Outcome) -> None:
         self.cases[generator] += 1
@@ -1091,6 +1234,10 @@ class Totals:
         mine["skipped"] += sum(outcome.excluded.values())
         mine["mismatches"] += sum(not m.explained for m in outcome.mismatches)
         mine["explained"] += sum(bool(m.explained) for m in outcome.mismatches)
+        mine["fast mismatches"] += sum(m.kind == "fast tokens" and not m.explained for m in outcome.mismatches)
+        for what, n in outcome.fast.items():
+            mine["fast " + what.split(":")[0]] += n  # calls compared, tokens compared, refused, skipped
+        self.fast.update(outcome.fast)
         self.modules += outcome.modules
         self.calls += outcome.calls
         self.instructions += outcome.instructions
@@ -1107,7 +1254,8 @@ def save_failure(out: Path, seed: int, generator: str, index: int, outcome: Outc
     if outcome.source:
         stem.with_suffix(".c").write_text(outcome.source)
     report = {
-        "replay": f"python scripts/fuzz.py --seed {seed} --generator {generator} --case {index}",
+        "replay": f"python scripts/fuzz.py --seed {seed} --generator {generator} --case {index}"
+                  + (" --transformer" if FAST.enabled else ""),
         "mismatches": [m.__dict__ for m in outcome.mismatches],
         "calls": outcome.trail,
     }
@@ -1116,7 +1264,20 @@ def save_failure(out: Path, seed: int, generator: str, index: int, outcome: Outc
 
 
 def fuzz(seed: int, seconds: float, generators: list[str], out: Path | None,
-         console: Console, count: int | None = None, only_case: int | None = None) -> Totals:
+         console: Console, count: int | None = None, only_case: int | None = None,
+         fast: bool = False) -> Totals:
+    """Run the generators round-robin; ``fast``: exec calls on the fast engine too."""
+    previous, FAST.enabled = FAST.enabled, fast or FAST.enabled
+    try:
+        if FAST.enabled:  # loaded (or built) once, outside every case's wall-clock guard
+            engine_models.universal_model(engine_models.FAST_BUCKETS[-1])
+        return _fuzz(seed, seconds, generators, out, console, count, only_case)
+    finally:
+        FAST.enabled = previous
+
+
+def _fuzz(seed: int, seconds: float, generators: list[str], out: Path | None,
+          console: Console, count: int | None, only_case: int | None) -> Totals:
     totals = Totals()
     told: set[str] = set()  # explanations already printed
     stop = time.monotonic() + seconds
@@ -1154,6 +1315,8 @@ def print_summary(totals: Totals, console: Console, seconds: float) -> None:
     table.add_row("instructions compared", str(totals.instructions))
     for what, n in sorted(totals.endings.items()):
         table.add_row(what, str(n))
+    for what, n in sorted(totals.fast.items()):
+        table.add_row(f"fast engine: {what}", f"{n:,}")
     for what, n in sorted(totals.excluded.items()):
         table.add_row(f"[dim]excluded: {what}[/]", str(n))
     for what, n in sorted(totals.explained.items()):
@@ -1173,6 +1336,10 @@ def summary_lines(totals: Totals) -> list[str]:
         f"summary {generator}: programs {totals.cases[generator]:,}, instructions checked "
         f"{counts['instructions']:,}, mismatches {counts['mismatches']:,} "
         f"(+{counts['explained']:,} explained), skipped {counts['skipped']:,}"
+        + (f"; transformer (fast engine): calls compared {counts['fast calls compared']:,}, "
+           f"tokens compared {counts['fast tokens compared']:,}, refused {counts['fast refused']:,}, "
+           f"skipped {counts['fast skipped']:,}, mismatches {counts['fast mismatches']:,}"
+           if generator == "exec" and totals.fast else "")
         for generator, counts in sorted(totals.per_generator.items())
     ]
 
@@ -1204,7 +1371,8 @@ def shrink(path: Path, generator: str, arg_seed: str, kind: str, out: Path, cons
             predicate = Path(tmp, "predicate.sh")
             predicate.write_text(
                 f"#!/bin/sh\nexec '{sys.executable}' '{Path(__file__).resolve()}' --check \"$1\" "
-                f"--generator exec --arg-seed '{arg_seed}' --interesting '{kind}' >/dev/null 2>&1\n"
+                f"--generator exec --arg-seed '{arg_seed}' --interesting '{kind}'"
+                f"{' --transformer' if FAST.enabled else ''} >/dev/null 2>&1\n"
             )
             predicate.chmod(0o755)
             done = wasm_tools("shrink", "--attempts", "300", str(predicate), str(path), "-o", str(out), timeout=None)
@@ -1264,6 +1432,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--check", type=Path, default=None, help="re-run this one .wasm input")
     parser.add_argument("--arg-seed", default="0", help="with --check exec: seed of the call arguments")
     parser.add_argument("--interesting", default=None, help="with --check: exit 0 iff this mismatch kind reproduces")
+    parser.add_argument("--transformer", action="store_true",
+                        help="exec: run every traced call on the fast engine too, token for token (csmith: no effect yet)")
     parser.add_argument("--shrink", type=Path, default=None, help="with --check and --interesting: write a minimised input here")
     return parser.parse_args(argv)
 
@@ -1271,6 +1441,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console(stderr=True)
+    FAST.enabled = args.transformer
+    if FAST.enabled:
+        engine_models.universal_model(engine_models.FAST_BUCKETS[-1])
     if args.check is not None:
         generator = args.generator if args.generator in ("exec", "csmith") else "mutate"
         if args.shrink is not None and args.interesting is not None:
