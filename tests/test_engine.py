@@ -292,6 +292,7 @@ def test_stops_where_the_proven_positions_end(model, monkeypatch, engine: str) -
     from wasmformer.engine import models, session
 
     monkeypatch.setattr(models, "BUCKETS", (BUCKETS[0],))
+    monkeypatch.setattr(models, "FAST_BUCKETS", (BUCKETS[0],))
     monkeypatch.setattr(session, "BUCKETS", (BUCKETS[0],))
     filler = " ".join(f"(local.set 0 (i32.add (local.get 0) (i32.const {i})))" for i in range(46))
     wat = f'(module (func (export "f") (param i32) (loop br 0) {filler}))'
@@ -301,12 +302,9 @@ def test_stops_where_the_proven_positions_end(model, monkeypatch, engine: str) -
         inst.invoke("f", [1], engine=engine)
 
 
-@pytest.mark.parametrize("max_tokens, bucket", [(None, BUCKETS[0]), (3000, BUCKETS[1]),
-                                                (BUCKETS[1], BUCKETS[2])])
-def test_a_token_budget_picks_the_bucket_that_holds_it(monkeypatch, max_tokens, bucket) -> None:
-    """Without a budget the stream starts in the smallest bucket (and moves up as it grows);
-    with one, in the smallest bucket holding the prompt, the header and the budget, so the
-    stream is fed once. The model is never built here: the first one asked for stops it."""
+def first_bucket_asked(monkeypatch, max_tokens: int | None) -> int:
+    """The max_len of the first model a fast session asks for (none is built: the request
+    stops the invocation)."""
     from wasmformer.engine import session
 
     asked = []
@@ -323,7 +321,26 @@ def test_a_token_budget_picks_the_bucket_that_holds_it(monkeypatch, max_tokens, 
     s = Session(machine_instance(wat), engine="fast")
     with pytest.raises(Asked):
         s.invoke(*calls[0], max_tokens=max_tokens)
-    assert asked == [bucket]
+    assert len(asked) == 1
+    return asked[0]
+
+
+@pytest.mark.parametrize("max_tokens, bucket", [(None, BUCKETS[0]), (3000, BUCKETS[1]),
+                                                (BUCKETS[1], BUCKETS[2])])
+def test_a_token_budget_picks_the_bucket_that_holds_it(monkeypatch, max_tokens, bucket) -> None:
+    """With every bucket open to it (as the torch engine has), a stream without a budget
+    starts in the smallest bucket (and moves up as it grows); with one, in the smallest
+    bucket holding the prompt, the header and the budget, so the stream is fed once."""
+    from wasmformer.engine import models
+
+    monkeypatch.setattr(models, "FAST_BUCKETS", BUCKETS)
+    assert first_bucket_asked(monkeypatch, max_tokens) == bucket
+
+
+@pytest.mark.parametrize("max_tokens", [None, 3000])
+def test_the_fast_engine_starts_in_the_largest_bucket(monkeypatch, max_tokens) -> None:
+    """Its cost does not depend on max_len: a stream never moves, so is never fed twice."""
+    assert first_bucket_asked(monkeypatch, max_tokens) == BUCKETS[-1]
 
 
 # --- division: its stage tokens through the compiled model ---

@@ -223,7 +223,7 @@ class Session:
         bucket = bucket_for(positions, buckets)
         if bucket is None:
             self.stop(f"the stream reached {positions:,} tokens, more than the "
-                      f"{BUCKETS[-1]:,} positions the universal model is proven exact for")
+                      f"{buckets[-1]:,} positions the universal model is proven exact for")
         self.decoder = None  # the old bucket's caches go before the new model loads
         if self.engine == "fast":  # it reads the dense weights; it has its own sparsity
             self.decoder = FastDecoding(universal_model(bucket))
