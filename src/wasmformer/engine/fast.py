@@ -349,9 +349,11 @@ def kernel_available() -> bool:
 
 START_CAPACITY = 4096  # positions the per-position arrays hold at first
 CHAIN_START = 16  # points a hull chain holds at first (it doubles when full)
-# the compiled loop's value stores, by kind (``kernel.KIND_*``): narrowest first
+# the compiled loop's value stores: a head's kind is its store's index here (the kernel's
+# ``KIND_*`` read it from this tuple), and the integer range each store holds exactly
 _STORES = ("v64", "v8", "vu8", "v16", "v32")
-_KIND_RANGES = ((2, 0, 255), (1, -128, 127), (3, -2**15, 2**15 - 1), (4, -2**31, 2**31 - 1))
+_KIND_RANGES = tuple((_STORES.index(name), lo, hi) for name, lo, hi in (
+    ("vu8", 0, 255), ("v8", -128, 127), ("v16", -2**15, 2**15 - 1), ("v32", -2**31, 2**31 - 1)))
 _STORE_DTYPES = {"v64": np.float64, "v8": np.int8, "vu8": np.uint8, "v16": np.int16,
                  "v32": np.int32}
 _CHAIN_POOLS = ("hx", "hy", "ht", "hp", "hs")

@@ -18,6 +18,7 @@ import math
 import numba as nb
 import numpy as np
 
+from .fast import _STORES
 from .hull import EXACT_LIMIT
 
 X_LIMIT = 2**30  # |x| bound: differences below 2**31
@@ -330,7 +331,8 @@ def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys,
 
 # the value stores: a head's cached value rows live in the narrowest of these that holds
 # every value its rows can take (``Attention.value_range``, proven by the compiler)
-KIND_FLOAT64, KIND_INT8, KIND_UINT8, KIND_INT16, KIND_INT32 = 0, 1, 2, 3, 4
+KIND_FLOAT64, KIND_INT8, KIND_UINT8, KIND_INT16, KIND_INT32 = (
+    _STORES.index(name) for name in ("v64", "v8", "vu8", "v16", "v32"))
 
 
 @_jit
