@@ -113,6 +113,9 @@ class _Layer:
     up: sparse.csr_array  # residual -> the used units' values
     down: sparse.csr_array  # units -> residual
     guards: np.ndarray  # (units, 2): residual dims whose 0 shuts the unit's gate (-1: none)
+    # (units,): the one residual dim a unit's value row reads (-1: none, or several): where
+    # it is 0 the unit's output is gate * 0 = 0 whatever the gate, so the loop skips it
+    value_guards: np.ndarray
     outputs: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -445,7 +448,7 @@ def _pack(decoder: FastDecoder, capacity: int) -> tuple:
         dat.append(m.data)
         nnz += m.nnz
         rows += m.shape[0] + 1
-    heads, layers = [], []
+    heads, layers, groups = [], [], []
     voff = [0] * len(_STORES)  # per value store
     koff = toff = units = 0
     for layer in decoder.layers:
@@ -459,8 +462,15 @@ def _pack(decoder: FastDecoder, capacity: int) -> tuple:
                 koff += capacity * d
             else:
                 toff += dv
+        # the layer's units in runs that share both gate guards (``_layer`` sorts them so):
+        # a run whose guard is 0 is skipped as a whole
+        g = layer.guards
+        starts = [u for u in range(len(g)) if u == 0 or (g[u] != g[u - 1]).any()]
+        group0 = len(groups)
+        for a, b in zip(starts, starts[1:] + [len(g)]):  # noqa: B905 (none when no units)
+            groups.append([units + a, units + b, g[a, 0], g[a, 1]])
         layers.append([first, len(heads), layer.projection.shape[0], layer.out.shape[1],
-                       layer.gate.shape[0], units])
+                       layer.gate.shape[0], units, group0, len(groups)])
         units += layer.gate.shape[0]
     n_heads = max(len(heads), 1)
     widths = [row[1] for row in heads]  # d: the hull holds 2-D keys, or 2-D plus the tie term
@@ -473,7 +483,8 @@ def _pack(decoder: FastDecoder, capacity: int) -> tuple:
         ptr=np.concatenate(ptr).astype(np.int64), idx=np.concatenate(idx).astype(np.int64),
         dat=np.concatenate(dat).astype(np.float64), row0=np.array(row0, dtype=np.int64),
         nrows=np.array(nrows, dtype=np.int64),
-        layers=np.array(layers, dtype=np.int64).reshape(-1, 6),
+        layers=np.array(layers, dtype=np.int64).reshape(-1, 8),
+        groups=np.array(groups, dtype=np.int64).reshape(-1, 4),  # unit runs: start, stop, guards
         heads=np.array(heads, dtype=np.int64).reshape(-1, 11),
         keys=np.zeros(max(koff, 1)),  # per lookup head: capacity x d, for the scan
         totals=np.zeros(max(toff, 1)),
@@ -491,10 +502,11 @@ def _pack(decoder: FastDecoder, capacity: int) -> tuple:
         scans=np.zeros(n_heads, dtype=np.int64),
         margins=np.full(n_heads, np.inf),  # smallest certified score gap
         int_scores=np.array([decoder.integer_scores]),  # ModelConfig.score_dtype
-        guards=np.concatenate([layer.guards for layer in decoder.layers]
-                              + [np.full((1, 2), -1)]).astype(np.int64),  # units, in order
+        # per unit, in order: its value guard
+        guards=np.concatenate([layer.value_guards for layer in decoder.layers]
+                              + [np.full(1, -1)]).astype(np.int64),
         status=np.zeros(1, dtype=np.int64),  # 1 + a head whose value broke its store
-        x=np.zeros(d_model), buf=np.zeros((3, width)),
+        x=np.zeros(d_model), buf=np.zeros((3, width)), active=np.zeros(width, dtype=np.int64),
         logits=np.zeros(decoder.lm_head.shape[0]),
     )
     for kind, name in enumerate(_STORES):
@@ -552,6 +564,18 @@ def _layer(block, cfg, capacity: int) -> _Layer:
     guards = ffn.guards.detach().cpu().numpy().astype(np.int64)
     units = [u for u in range(cfg.d_ff) if wg[u].any() and wu[u].any() and wd[:, u].any()]
     units.sort(key=lambda u: tuple(guards[u]))  # units of one guard together: x read once
+    up = sparse.csr_array(wu[units])
     return _Layer(sparse.csr_array(projection), heads, sparse.csr_array(wo[:, out_columns]),
-                  sparse.csr_array(wg[units]), sparse.csr_array(wu[units]),
-                  sparse.csr_array(wd[:, units]), guards[units].reshape(-1, 2))
+                  sparse.csr_array(wg[units]), up, sparse.csr_array(wd[:, units]),
+                  guards[units].reshape(-1, 2), value_guards(up))
+
+
+def value_guards(up: sparse.csr_array) -> np.ndarray:
+    """Per unit (a row of ``up``, no bias): the residual dim its value reads when it reads
+    just one, else -1. Plain arithmetic, no proof needed: a gated unit's output is
+    relu(gate) * value, and a finite gate times 0 is 0."""
+    counts = np.diff(up.indptr)
+    single = counts == 1
+    out = np.full(up.shape[0], -1, dtype=np.int64)
+    out[single] = up.indices[up.indptr[:-1][single]]
+    return out

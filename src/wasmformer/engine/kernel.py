@@ -268,14 +268,14 @@ def _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hoff, hlen, usable, tmeta, maxabs,
 @_jit
 def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys, v64, v8, vu8,
             v16, v32, totals, hx, hy, ht, hp, hs, hoff, hcap, hlen, usable, tmeta, maxabs, scans,
-            margins, int_scores, guards, status, x, buf, logits):
+            margins, int_scores, groups, guards, status, x, buf, active, logits):
     """Run one token at position p through the model; logits are left in ``logits``."""
     for i in range(x.shape[0]):
         x[i] = wte[token, i] + (wpe[i, 0] * p + wpe[i, 1] * (p * p))
     n_layers = layers.shape[0]
     for li in range(n_layers):
         h0, h1, n_proj = layers[li, 0], layers[li, 1], layers[li, 2]
-        n_out, n_units, unit0 = layers[li, 3], layers[li, 4], layers[li, 5]
+        n_out, unit0 = layers[li, 3], layers[li, 5]
         proj = buf[0, :n_proj]
         outs = buf[1, :n_out]
         _matvec(5 * li, ptr, idx, dat, row0, nrows, x, proj, False)
@@ -311,21 +311,41 @@ def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys,
                 _store(h, p, d, dv, k, v, kind, voff, toff, koff, keys, v64, v8, vu8, v16, v32,
                        totals, hx, hy, ht, hp, hs, hoff, hlen, usable, tmeta, maxabs, status)
         _matvec(5 * li + 1, ptr, idx, dat, row0, nrows, outs, x, True)
-        # a unit whose guard is 0 has a shut gate (``FeedForward.guards``): its gate is not
-        # even computed; a shut gate (relu = 0) skips the unit's value row and its output
-        # column. Every value is read from x before any output is added to it.
-        hidden = buf[2, :n_units]
-        for u in range(n_units):
-            hidden[u] = 0.0
-            g1, g2 = guards[unit0 + u, 0], guards[unit0 + u, 1]
+        # a run of units whose gate guard is 0 has shut gates (``FeedForward.guards``):
+        # their gates are not even computed; nor is a unit's whose value reads one dim, 0
+        # here (its output is gate * 0); a shut gate (relu = 0) skips the unit's value row
+        # and its output column. Every value is read from x before any output is added.
+        hidden = buf[2]
+        n_active = 0
+        for gi in range(layers[li, 6], layers[li, 7]):
+            g1, g2 = groups[gi, 2], groups[gi, 3]
             if (g1 >= 0 and x[g1] == 0.0) or (g2 >= 0 and x[g2] == 0.0):
                 continue
-            gate = _row_dot(5 * li + 2, u, ptr, idx, dat, row0, x)
-            if gate > 0.0:
-                hidden[u] = gate * _row_dot(5 * li + 3, u, ptr, idx, dat, row0, x)
-        for u in range(n_units):
-            if hidden[u] != 0.0:
-                _row_add(5 * li + 4, u, ptr, idx, dat, row0, hidden[u], x)
+            for unit in range(groups[gi, 0], groups[gi, 1]):
+                g3 = guards[unit]
+                if g3 >= 0 and x[g3] == 0.0:
+                    continue
+                u = unit - unit0
+                # the shorter row first: a shut gate or a zero value makes the other unneeded
+                g, w = row0[5 * li + 2] + u, row0[5 * li + 3] + u
+                if ptr[w + 1] - ptr[w] < ptr[g + 1] - ptr[g]:
+                    value = _row_dot(5 * li + 3, u, ptr, idx, dat, row0, x)
+                    if value == 0.0:
+                        continue
+                    gate = _row_dot(5 * li + 2, u, ptr, idx, dat, row0, x)
+                    if gate <= 0.0:
+                        continue
+                else:
+                    gate = _row_dot(5 * li + 2, u, ptr, idx, dat, row0, x)
+                    if gate <= 0.0:
+                        continue
+                    value = _row_dot(5 * li + 3, u, ptr, idx, dat, row0, x)
+                if value != 0.0:
+                    active[n_active] = u
+                    hidden[n_active] = gate * value
+                    n_active += 1
+        for i in range(n_active):
+            _row_add(5 * li + 4, active[i], ptr, idx, dat, row0, hidden[i], x)
     _matvec(5 * n_layers, ptr, idx, dat, row0, nrows, x, logits, False)
 
 
@@ -436,8 +456,8 @@ def argmax(logits):
 STATE_FIELDS = (
     "wte", "wpe", "ptr", "idx", "dat", "row0", "nrows", "layers", "heads", "keys",
     "v64", "v8", "vu8", "v16", "v32", "totals", "hx", "hy", "ht", "hp", "hs", "hoff", "hcap",
-    "hlen", "usable", "tmeta", "maxabs", "scans", "margins", "int_scores", "guards", "status",
-    "x", "buf", "logits")
+    "hlen", "usable", "tmeta", "maxabs", "scans", "margins", "int_scores", "groups", "guards",
+    "status", "x", "buf", "active", "logits")
 _STATUS, _HLEN = STATE_FIELDS.index("status"), STATE_FIELDS.index("hlen")
 _HCAP, _USABLE = STATE_FIELDS.index("hcap"), STATE_FIELDS.index("usable")
 

@@ -56,8 +56,9 @@ def load_model(path: str | Path) -> Transformer:
     if meta.get("sha256") != checksum(described, tensors):
         raise ModelFileError(f"{path}: the weights do not match the file's checksum "
                              "(the file is corrupted or was modified)")
-    model = Transformer(ModelConfig(**meta["config"]))
-    model.load_state_dict(tensors, strict=True)
+    with torch.device("meta"):  # no random initialisation of weights about to be replaced
+        model = Transformer(ModelConfig(**meta["config"]))
+    model.load_state_dict(tensors, strict=True, assign=True)
     model.info = meta["info"]
     return model
 
