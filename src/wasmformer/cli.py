@@ -339,7 +339,7 @@ def bench(
                                "compare (a run resumes from its bench-determinism.json)."),
     stream_positions: int = typer.Option(2**18, "--stream-positions",
                                          help="--determinism: the longest stream (memory: "
-                                         "~12.5 KB per position)."),
+                                         "~4 KB per position)."),
     seed: int = typer.Option(0, "--seed", help="--determinism: the invocations' seed."),
     fresh: bool = typer.Option(False, "--fresh", help="--determinism: start over instead of "
                                "resuming."),

@@ -39,7 +39,7 @@ EXAMPLES = ROOT / "examples"
 STATE_FILE = "bench-determinism.json"
 SECTION = "## Determinism"
 DEFAULT_TOKENS = 10**7
-# ~12.5 KB of decoder state per position (docs/FAST.md): 2**18 positions is ~3.3 GB
+# ~4 KB of decoder state per position (docs/FAST.md): 2**18 positions is ~1 GB plus the model
 DEFAULT_STREAM_POSITIONS = 2**18
 SLACK = 64  # generated tokens allowed past the reference trace's length (a longer trace is a
 #             divergence to report, not a budget stop)
