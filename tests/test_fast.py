@@ -14,6 +14,7 @@ against a brute-force softmax.
 
 from __future__ import annotations
 
+import copy
 import functools
 import random
 import sys
@@ -189,6 +190,52 @@ def test_small_models_token_for_token(name: str, compiled: bool) -> None:
     assert generate_fast(model, prompt, n, compiled=compiled) == model.generate(prompt, n)
 
 
+def _b_row(model, decoder):
+    """The spaced model's one lookup head: its block, and the query row of its y weight b."""
+    for block, layer in zip(model.blocks, decoder.layers, strict=True):
+        for head in layer.heads:
+            if len(head.score_rows) in (2, 3):
+                return block, head.index * model.config.d_qk + head.score_rows[1]
+    raise AssertionError("no lookup head")
+
+
+@pytest.mark.parametrize("change", ["as built", "b > 0", "b read from a token's dim"])
+def test_hull_sides_keep_the_chain_the_queries_read(change: str) -> None:
+    """The compiled loop keeps only the hull chain a head's queries can read
+    (``fast.hull_sides``): b < 0 from constant dims, the lower one; b > 0, the upper one;
+    b from a dim a token sets, both. Whatever the weights, the tokens are torch's and no
+    query scans that keeping both chains would have answered (a chain dropped wrongly
+    would make it scan)."""
+    model = copy.deepcopy(small_model("spaced"))
+    block, row = _b_row(model, FastDecoder(model))
+    weight = block.attn.query.weight
+    if change == "b > 0":
+        weight[row] = -weight[row]
+    elif change == "b read from a token's dim":
+        varying = int(np.flatnonzero(model.wte.weight.numpy().std(axis=0) > 0)[0])
+        weight[row, varying] = -1.0  # still b < 0 (tokens' dims are >= 0 here): any sign
+    decoder = FastDecoder(model)
+    sides = decoder._field("sides")
+    lookup = [i for i, row in enumerate(decoder._field("heads")) if row[1] in (2, 3)]
+    want_sides = {"as built": [True, False], "b > 0": [False, True],
+                  "b read from a token's dim": [True, True]}[change]
+    assert [list(sides[i]) for i in lookup] == [want_sides]
+    rng = random.Random(11)
+    tokens = [rng.randrange(model.config.vocab_size) for _ in range(model.config.max_len)]
+    with torch.no_grad():
+        want = model(torch.tensor([tokens]))[0].argmax(-1).tolist()
+    both = FastDecoder(model)
+    both._field("sides")[:] = True
+    for d in (decoder, both):
+        got = []
+        for token in tokens:
+            d.feed([token])
+            got.append(d.best)
+        assert got == want
+    assert decoder.scans == both.scans
+    assert decoder.scans == 0 or change == "b read from a token's dim"  # its b varies
+
+
 @pytest.mark.parametrize("compiled", ENGINES)
 def test_scan_fallback_gives_the_same_tokens(compiled: bool) -> None:
     """With every hull switched off, each lookup is the scan (the model's own softmax over
@@ -258,6 +305,7 @@ class CompiledHull:
         self.arrays = (*pools, np.zeros(2 * capacity, dtype=np.bool_),
                        np.array([[0, capacity]], dtype=np.int64),  # chain offsets
                        np.zeros((1, 2), dtype=np.int64), np.ones(1, dtype=np.bool_),
+                       np.ones((1, 2), dtype=np.bool_),  # both chains: any query direction
                        np.zeros((1, 2), dtype=np.int64), np.zeros((1, 3), dtype=np.int64))
         self.margins = np.full(1, np.inf)  # the smallest certified score gap
         self.int_scores = np.array([integer_scores])

@@ -115,6 +115,8 @@ def _shift(arrs_i, arrs_b, start, stop, by):
 def _chain_insert(xs, ys, ts, ps, shared, n, x, y, t, pos):
     """Insert into a lower chain of n points; returns the new length (hull.Chain.insert)."""
     lo, hi = 0, n
+    if n > 0 and xs[n - 1] < x:  # a key past the last (a position-keyed head's): no search
+        lo = n
     while lo < hi:
         mid = (lo + hi) // 2
         if xs[mid] < x:
@@ -171,7 +173,7 @@ def _as_int(v):
 
 
 @_jit
-def _hull_append(h, k, d, pos, hx, hy, ht, hp, hs, hoff, hlen, usable, tmeta, maxabs):
+def _hull_append(h, k, d, pos, hx, hy, ht, hp, hs, hoff, hlen, usable, sides, tmeta, maxabs):
     if not usable[h]:
         return
     ok0, x = _as_int(k[0])
@@ -195,6 +197,8 @@ def _hull_append(h, k, d, pos, hx, hy, ht, hp, hs, hoff, hlen, usable, tmeta, ma
     maxabs[h, 1] = max(maxabs[h, 1], abs(y))
     maxabs[h, 2] = max(maxabs[h, 2], abs(t))
     for c in range(2):
+        if not sides[h, c]:  # a chain no query of this head can read (``fast.hull_sides``)
+            continue
         sign = 1 - 2 * c
         o, n = hoff[h, c], hlen[h, c]  # room for n + 1 points: checked before the token
         hlen[h, c] = _chain_insert(hx[o:], hy[o:], ht[o:], hp[o:], hs[o:], n, x, sign * y,
@@ -212,8 +216,8 @@ def chains_full(hlen, hcap, usable):
 
 
 @_jit
-def _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hoff, hlen, usable, tmeta, maxabs, margins,
-                 int_scores):
+def _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hoff, hlen, usable, sides, tmeta, maxabs,
+                 margins, int_scores):
     """The certified winner (hull.HullCache.argmax), or -1: scan. A certified query's
     scores are multiples of ``grid``, so the winner leads every other key by at least
     grid: ``margins[h]`` keeps the smallest such bound seen."""
@@ -236,6 +240,8 @@ def _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hoff, hlen, usable, tmeta, maxabs,
     if not int_scores[0] and bound >= float(EXACT_LIMIT) * float(grid & -grid) * (1 - 2.0**-40):
         return -1
     ch = 0 if b < 0 else 1
+    if not sides[h, ch]:
+        return -1  # not kept (``fast.hull_sides`` proves this never happens): scan
     sb = -abs(b)
     o, n = hoff[h, ch], hlen[h, ch]
     xs, ys, ts = hx[o:o + n], hy[o:o + n], ht[o:o + n]
@@ -267,7 +273,8 @@ def _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hoff, hlen, usable, tmeta, maxabs,
 
 @_jit
 def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys, v64, v8, vu8,
-            v16, v32, totals, hx, hy, ht, hp, hs, hoff, hcap, hlen, usable, tmeta, maxabs, scans,
+            v16, v32, totals, hx, hy, ht, hp, hs, hoff, hcap, hlen, usable, sides, tmeta, maxabs,
+            scans,
             margins, int_scores, groups, guards, status, x, buf, active, logits):
     """Run one token at position p through the model; logits are left in ``logits``."""
     for i in range(x.shape[0]):
@@ -288,7 +295,8 @@ def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys,
             v = proj[vo:vo + dv]
             if not strict:
                 _store(h, p, d, dv, k, v, kind, voff, toff, koff, keys, v64, v8, vu8, v16, v32,
-                       totals, hx, hy, ht, hp, hs, hoff, hlen, usable, tmeta, maxabs, status)
+                       totals, hx, hy, ht, hp, hs, hoff, hlen, usable, sides, tmeta, maxabs,
+                       status)
             n = p if strict else p + 1
             out = outs[oo:oo + dv]
             if n == 0:
@@ -298,8 +306,8 @@ def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys,
                 for j in range(dv):
                     out[j] = totals[toff + j] * inv
             else:
-                win = _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hoff, hlen, usable, tmeta,
-                                   maxabs, margins, int_scores)
+                win = _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hoff, hlen, usable, sides,
+                                   tmeta, maxabs, margins, int_scores)
                 if win >= 0:
                     out[:] = 0.0
                     _add_row(kind, voff + win * dv, dv, 1.0, out, v64, v8, vu8, v16, v32)
@@ -309,7 +317,8 @@ def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys,
                           int_scores[0])
             if strict:
                 _store(h, p, d, dv, k, v, kind, voff, toff, koff, keys, v64, v8, vu8, v16, v32,
-                       totals, hx, hy, ht, hp, hs, hoff, hlen, usable, tmeta, maxabs, status)
+                       totals, hx, hy, ht, hp, hs, hoff, hlen, usable, sides, tmeta, maxabs,
+                       status)
         _matvec(5 * li + 1, ptr, idx, dat, row0, nrows, outs, x, True)
         # a run of units whose gate guard is 0 has shut gates (``FeedForward.guards``):
         # their gates are not even computed; nor is a unit's whose value reads one dim, 0
@@ -396,7 +405,7 @@ def _add_row(kind, base, dv, scale, out, v64, v8, vu8, v16, v32):
 
 @_jit
 def _store(h, p, d, dv, k, v, kind, voff, toff, koff, keys, v64, v8, vu8, v16, v32, totals,
-           hx, hy, ht, hp, hs, hoff, hlen, usable, tmeta, maxabs, status):
+           hx, hy, ht, hp, hs, hoff, hlen, usable, sides, tmeta, maxabs, status):
     if d == 0:  # a mean head keeps only the running total of its values
         for j in range(dv):
             totals[toff + j] += v[j]
@@ -405,7 +414,7 @@ def _store(h, p, d, dv, k, v, kind, voff, toff, koff, keys, v64, v8, vu8, v16, v
         status[0] = h + 1  # the decoder stops with an error: never a wrong token
     keys[koff + p * d:koff + (p + 1) * d] = k
     if d == 2 or d == 3:  # other widths have no hull: usable is False, every query scans
-        _hull_append(h, k, d, p, hx, hy, ht, hp, hs, hoff, hlen, usable, tmeta, maxabs)
+        _hull_append(h, k, d, p, hx, hy, ht, hp, hs, hoff, hlen, usable, sides, tmeta, maxabs)
 
 
 @_jit
@@ -456,8 +465,8 @@ def argmax(logits):
 STATE_FIELDS = (
     "wte", "wpe", "ptr", "idx", "dat", "row0", "nrows", "layers", "heads", "keys",
     "v64", "v8", "vu8", "v16", "v32", "totals", "hx", "hy", "ht", "hp", "hs", "hoff", "hcap",
-    "hlen", "usable", "tmeta", "maxabs", "scans", "margins", "int_scores", "groups", "guards",
-    "status", "x", "buf", "active", "logits")
+    "hlen", "usable", "sides", "tmeta", "maxabs", "scans", "margins", "int_scores", "groups",
+    "guards", "status", "x", "buf", "active", "logits")
 _STATUS, _HLEN = STATE_FIELDS.index("status"), STATE_FIELDS.index("hlen")
 _HCAP, _USABLE = STATE_FIELDS.index("hcap"), STATE_FIELDS.index("usable")
 
