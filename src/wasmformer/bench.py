@@ -130,9 +130,13 @@ def _child(conn, fn, args) -> None:
     except OSError:
         pass
     try:
-        conn.send(fn(*args))
+        result = fn(*args)
     except Exception as exc:  # reported in the table, never hidden
-        conn.send({"note": f"error: {type(exc).__name__}: {exc}"[:90]})
+        result = {"note": f"error: {type(exc).__name__}: {exc}"[:90]}
+    try:
+        conn.send(result)
+    except OSError:  # the bench itself was stopped (Ctrl-C, kill): nobody to tell
+        pass
     finally:
         conn.close()
 
