@@ -89,3 +89,21 @@ def test_scaling_measures_both_transformer_engines(tmp_path):
     rows = [line for line in lines if line.startswith("| ") and ".." in line]
     assert len(rows) == 3 and all(row.endswith("x |") for row in rows)
     assert plot_scaling(scaling, tmp_path / "s.png") and (tmp_path / "s.png").stat().st_size > 1000
+
+
+def test_the_scan_baseline_scans_every_lookup_and_gives_the_trace():
+    """``scaling.decoder_for("fast-scan")`` (benchmarks/hull_vs_scan.py): the fast decoder
+    with its hulls off answers every lookup by the model's own attention over all keys,
+    and still decodes the token machine's trace."""
+    from wasmformer.scaling import decoder_for, workload
+
+    prompt, trace = workload(450)
+    for engine in ("fast", "fast-scan"):
+        decoder = decoder_for(engine, len(prompt) + len(trace))
+        out = decoder.decode(prompt, 1, frozenset())
+        out += decoder.decode(out[-1:], len(trace) - 1, frozenset())
+        assert out == trace
+        if engine == "fast":
+            assert decoder.fast.scans == 0
+        else:  # every lookup head, at every position after the first
+            assert decoder.fast.scans >= len(prompt) + len(trace) - 2

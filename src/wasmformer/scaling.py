@@ -59,15 +59,19 @@ def workload(positions: int) -> tuple[list[int], list[int]]:
 
 def decoder_for(engine: str, positions: int):
     """The engine's decoder (``engine.decoders``) on the smallest model proven for
-    ``positions``, as the engine's session would pick it."""
+    ``positions``, as the engine's session would pick it; "fast-scan" is the fast decoder
+    with its hulls switched off (the same compiled loop, every lookup a scan)."""
     from .engine import bucket_for, fast_model, universal_model
     from .engine.decoders import FastDecoding, TorchDecoding
 
     bucket = bucket_for(positions)
     if bucket is None:
         raise ValueError(f"{positions} positions: over the proven buckets")
-    if engine == "fast":
-        return FastDecoding(universal_model(bucket))
+    if engine in ("fast", "fast-scan"):
+        decoder = FastDecoding(universal_model(bucket))
+        if engine == "fast-scan":  # every lookup by the model's own attention over all keys
+            decoder.fast._field("usable")[:] = False
+        return decoder
     return TorchDecoding(fast_model(bucket))
 
 
@@ -79,7 +83,7 @@ def decode_windows(engine: str, prompt: list[int], trace: list[int],
 
     torch.set_num_threads(1)
     decoder = decoder_for(engine, len(prompt) + len(trace))
-    if engine == "fast":  # load the compiled loops (numba's disk cache) before timing
+    if engine != "torch":  # load the compiled loops (numba's disk cache) before timing
         decoder_for(engine, 8).decode(prompt[:4], 2, frozenset())
     start = time.process_time()
     out = decoder.decode(prompt, 1, frozenset())
