@@ -20,26 +20,20 @@ from test_examples import EXAMPLES, compiled  # noqa: E402
 
 from wasmformer.engine import Session  # noqa: E402
 from wasmformer.engine.models import BUCKETS, engine_limits  # noqa: E402
-from wasmformer.machine import HostLimits, Instance, TokenMachine  # noqa: E402
+from wasmformer.engine.session import reference_limits  # noqa: E402
+from wasmformer.machine import Instance, TokenMachine  # noqa: E402
 from wasmformer.machine.wasi import WasiHost  # noqa: E402
 from wasmformer.wasm import load_module  # noqa: E402
 
 DEFAULT = ("hello",)  # the default run's example: ~26K prompt tokens, 2.4K trace tokens
 
 
-def host_limits() -> HostLimits:
-    """The reference's limits that the engines' model agrees with (call depth, memory cap)."""
-    limits = engine_limits(BUCKETS[-1])
-    return HostLimits(max_call_depth=limits.call_depth_limit,
-                      max_memory_pages=limits.memory_page_limit)
-
-
 def through_the_model(name: str, engine: str) -> None:
     example = next(e for e in EXAMPLES if e.name == name)
     module = load_module(compiled(name))
     host = WasiHost()
-    want = TokenMachine(Instance(module, host=host, limits=host_limits()), host).invoke("_start")
-    session = Session(Instance(module, host=WasiHost(), limits=host_limits()), engine=engine)
+    want = TokenMachine(Instance(module, host=host, limits=reference_limits()), host).invoke("_start")
+    session = Session(Instance(module, host=WasiHost(), limits=reference_limits()), engine=engine)
     stream = session.prompt_length + len(want.tokens)
     if stream > BUCKETS[-1]:  # sudoku: ~6M tokens
         pytest.skip(f"{name}: prompt + trace {stream:,} tokens, over the largest proven "

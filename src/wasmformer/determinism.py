@@ -195,16 +195,6 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _host_limits():
-    """The reference's limits that the engine's model agrees with (call depth, memory cap)."""
-    from .engine.models import BUCKETS, engine_limits
-    from .machine import HostLimits
-
-    limits = engine_limits(BUCKETS[-1])
-    return HostLimits(max_call_depth=limits.call_depth_limit,
-                      max_memory_pages=limits.memory_page_limit)
-
-
 def _differs(got: list[int], want: list[int]) -> int | None:
     """The first offset where the two token lists differ (a length difference included)."""
     for i, (a, b) in enumerate(zip(got, want, strict=False)):
@@ -218,7 +208,7 @@ def run_stream(k: int, seed: int, stream_positions: int, sources: tuple[str, ...
                                                                        Divergence | None]:
     """Stream ``k``: invocations until the next would pass ``stream_positions`` positions or
     ``room`` more generated tokens have been compared."""
-    from .engine import Session
+    from .engine.session import Session, reference_limits
     from .machine import Instance, TokenMachine, vocab
     from .machine.wasi import WasiHost
     from .toolchain import program_bytes
@@ -229,8 +219,8 @@ def run_stream(k: int, seed: int, stream_positions: int, sources: tuple[str, ...
     wall, cpu = time.perf_counter(), _cpu()
     module = load_module(program_bytes(str(_path(program))).wasm)
     host = WasiHost()
-    reference = TokenMachine(Instance(module, host=host, limits=_host_limits()), host)
-    session = Session(Instance(module, host=WasiHost(), limits=_host_limits()), engine="fast")
+    reference = TokenMachine(Instance(module, host=host, limits=reference_limits()), host)
+    session = Session(Instance(module, host=WasiHost(), limits=reference_limits()), engine="fast")
     result.prompt = session.prompt_length
     # a decoder replaced by a larger bucket's takes its counts with it: keep them
     retired: list[tuple[int, float | None]] = []

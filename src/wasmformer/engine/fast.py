@@ -497,7 +497,7 @@ def _pack(decoder: FastDecoder, capacity: int) -> tuple:
         hcap=np.full((n_heads, 2), CHAIN_START, dtype=np.int64),
         hlen=np.zeros((n_heads, 2), dtype=np.int64),  # chain lengths
         usable=usable,
-        sides=hull_sides(decoder, heads, n_heads),  # the chains (lower, upper) each head keeps
+        sides=hull_sides(decoder, n_heads),  # the chains (lower, upper) each head keeps
         tmeta=np.zeros((n_heads, 2), dtype=np.int64),  # t_first, t_last
         maxabs=np.zeros((n_heads, 3), dtype=np.int64),  # max |x|, |y|, |t|
         scans=np.zeros(n_heads, dtype=np.int64),
@@ -515,23 +515,23 @@ def _pack(decoder: FastDecoder, capacity: int) -> tuple:
     return tuple(fields[n] for n in STATE_FIELDS)
 
 
-def hull_sides(decoder: FastDecoder, heads: list[list[int]], n_heads: int) -> np.ndarray:
-    """Per head, which hull chains its queries can read: (lower, upper). A query reads the
-    lower chain when its y weight b < 0, the upper one when b > 0. Where b is computed only
-    from residual dims that no token, position or layer changes (the constant dims), and
-    each of its terms has the same sign, that sign is b's on every token: the other chain
-    is never read and is not kept. Otherwise (and for b = 0, which scans) both are kept."""
-    layers = decoder.layers
+def hull_sides(decoder: FastDecoder, n_heads: int) -> np.ndarray:
+    """Per head, in the compiled loop's order (``n_heads`` rows at least), which hull chains
+    its queries can read: (lower, upper). A query reads the lower chain when its y weight
+    b < 0, the upper one when b > 0. Where b is computed only from residual dims that no
+    token, position or layer changes (the constant dims), and each of its terms has the same
+    sign, that sign is b's on every token: the other chain is never read and is not kept.
+    Otherwise (and for b = 0, which scans) both are kept."""
     written = np.zeros(decoder.wte.shape[1], dtype=bool)
-    for layer in layers:
-        written |= np.diff(sparse.csr_array(layer.out).indptr) > 0
-        written |= np.diff(sparse.csr_array(layer.down).indptr) > 0
+    for layer in decoder.layers:  # residual dims (rows) some head output or unit writes
+        written |= np.diff(layer.out.indptr) > 0
+        written |= np.diff(layer.down.indptr) > 0
     wte, wpe = decoder.wte, decoder.wpe
     constant = (wte == wte[:1]).all(axis=0) & (wpe == 0).all(axis=1) & ~written
     sides = np.ones((n_heads, 2), dtype=np.bool_)
-    rows = [(layer, h) for layer in layers for h in layer.heads]
-    for i, (layer, head) in enumerate(rows):
-        if heads[i][1] not in (2, 3):
+    heads = [(layer, head) for layer in decoder.layers for head in layer.heads]
+    for i, (layer, head) in enumerate(heads):
+        if head.q.stop - head.q.start not in (2, 3):  # no hull
             continue
         row = layer.projection[[head.q.start + 1]]  # the query's y weight b
         cols, weights = row.indices, row.data

@@ -274,8 +274,7 @@ def _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hoff, hlen, usable, sides, tmeta, 
 @_jit
 def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys, v64, v8, vu8,
             v16, v32, totals, hx, hy, ht, hp, hs, hoff, hcap, hlen, usable, sides, tmeta, maxabs,
-            scans,
-            margins, int_scores, groups, guards, status, x, buf, active, logits):
+            scans, margins, int_scores, groups, guards, status, x, buf, active, logits):
     """Run one token at position p through the model; logits are left in ``logits``."""
     for i in range(x.shape[0]):
         x[i] = wte[token, i] + (wpe[i, 0] * p + wpe[i, 1] * (p * p))
@@ -326,6 +325,7 @@ def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys,
         # and its output column. Every value is read from x before any output is added.
         hidden = buf[2]
         n_active = 0
+        gate_rows, up_rows = row0[5 * li + 2], row0[5 * li + 3]  # the layer's first rows
         for gi in range(layers[li, 6], layers[li, 7]):
             g1, g2 = groups[gi, 2], groups[gi, 3]
             if (g1 >= 0 and x[g1] == 0.0) or (g2 >= 0 and x[g2] == 0.0):
@@ -336,7 +336,7 @@ def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys,
                     continue
                 u = unit - unit0
                 # the shorter row first: a shut gate or a zero value makes the other unneeded
-                g, w = row0[5 * li + 2] + u, row0[5 * li + 3] + u
+                g, w = gate_rows + u, up_rows + u
                 if ptr[w + 1] - ptr[w] < ptr[g + 1] - ptr[g]:
                     value = _row_dot(5 * li + 3, u, ptr, idx, dat, row0, x)
                     if value == 0.0:

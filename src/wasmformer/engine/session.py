@@ -33,7 +33,7 @@ from ..graph import GraphError
 from ..machine import vocab
 from ..machine.detokenize import Outcome, detokenize, trap_message
 from ..machine.fuse import FusedProgram
-from ..machine.instance import Instance
+from ..machine.instance import HostLimits, Instance
 from ..machine.prompt import prompt_tokens
 from ..machine.reference import Deadline
 from ..machine.runtime import MAX_PAGES, PAGE_SIZE, HostFunction
@@ -232,6 +232,14 @@ class Session:
             self.decoder = TorchDecoding(choose(bucket, self.dtype, self.device))
         return self.decoder  # the larger model reads the whole stream again
 
+
+
+def reference_limits() -> HostLimits:
+    """The reference machine's limits that the engines' model agrees with (its call depth
+    and memory cap): a token machine run with them is what an engine must reproduce."""
+    limits = engine_limits(BUCKETS[-1])
+    return HostLimits(max_call_depth=limits.call_depth_limit,
+                      max_memory_pages=limits.memory_page_limit)
 
 TorchSession = Session  # its first name: the torch engine's session
 
