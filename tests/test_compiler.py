@@ -48,12 +48,13 @@ def test_lookup_heads_get_their_key_squares_where_they_are_cheapest() -> None:
     # memory: the key is computed -> an FFN node squares it; keys repeat -> position tie-break
     assert len(heads["memory"].key) == 3
     assert [op.name for op in program.ops if isinstance(op, Mlp)] == ["memory.key^2", "read"]
-    # a key over token features only -> its square is one more embedding column
+    # a key over token features only -> its square is one more embedding column; the key
+    # is shifted by the middle of its range 1..5
     g = Graph(vocab_size=5)
     k = g.token_feature("k", [3, 1, 4, 1, 5])
     g.set_output([g.lookup("lk", query=k, key=k, values=[])[0]], [[t] for t in range(5)])
     square = next(f for f in lower_graph(g).sources if f.name == "lk.key^2")
-    assert square.table == tuple((v - 1) ** 2 for v in (3, 1, 4, 1, 5))
+    assert square.table == tuple((v - 3) ** 2 for v in (3, 1, 4, 1, 5))
 
 
 def test_dead_nodes_are_not_compiled() -> None:
@@ -166,7 +167,8 @@ def test_slot_count_is_the_most_features_live_at_once(compiled) -> None:
 
 def test_example_model_cards() -> None:
     mem = compile_graph(memory()).card
-    assert (mem.layers, mem.d_model, mem.n_head, mem.d_qk, mem.d_v, mem.d_ff) == (2, 10, 1, 3, 2, 3)
+    # d_ff: the key's square takes two units (the key shifted by its centre has both signs)
+    assert (mem.layers, mem.d_model, mem.n_head, mem.d_qk, mem.d_v, mem.d_ff) == (2, 10, 1, 3, 2, 4)
     assert mem.clear_units == 2 and mem.schedule.startswith("milp")
     rs = compile_graph(running_sum()).card
     assert (rs.layers, rs.d_model, rs.n_head, rs.d_ff) == (2, 5, 1, 922)

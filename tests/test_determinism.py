@@ -100,4 +100,4 @@ def test_write_section_replaces_only_its_own(tmp_path):
 
 def test_bad_stream_length_is_one_line(tmp_path):
     proc = wasmformer("bench", "--determinism", "-o", str(tmp_path), "--stream-positions", "100")
-    assert_one_clean_line(proc, 2, "--stream-positions must be 4,096 to 1,048,576")
+    assert_one_clean_line(proc, 2, "--stream-positions must be 4,096 to 8,388,608")

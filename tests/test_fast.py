@@ -245,10 +245,8 @@ def test_scan_fallback_gives_the_same_tokens(compiled: bool) -> None:
     tokens = [rng.randrange(model.config.vocab_size) for _ in range(model.config.max_len)]
     with torch.no_grad():
         want = model(torch.tensor([tokens]))[0].argmax(-1).tolist()
-    decoder = FastDecoder(model, compiled=compiled)
-    if compiled:
-        decoder._field("usable")[:] = False
-    else:
+    decoder = FastDecoder(model, compiled=compiled, hulls=not compiled)
+    if not compiled:
         for layer in decoder.layers:
             for head in layer.heads:
                 head.hull = None
@@ -470,3 +468,69 @@ def test_hull_smallest_margin_beats_the_largest_tie_term(make) -> None:
     assert hull.argmax(q) == 0 == softmax_winner(np.array(keys, dtype=np.float64), q)
     q = model_query(6, n, tie=True)  # the rewrites of 6: the latest
     assert hull.argmax(q) == n - 1 == softmax_winner(np.array(keys, dtype=np.float64), q)
+
+
+# --- positional heads: keys that are a fixed quadratic of the position ---
+
+
+@pytest.mark.skipif(not kernel_available(), reason="numba is not installed")
+def test_positional_argmax_is_the_unique_best_position() -> None:
+    """``kernel._positional_argmax`` against brute force over every position, on random
+    quadratic keys x(j), y(j) and queries (a, b) of both signs: the best position when it
+    is unique, -1 (the decoder stops) on a tie, which the model would average."""
+    from wasmformer.engine.kernel import _positional_argmax
+
+    rng = random.Random(3)
+    answered = ties = 0
+    for _ in range(3000):
+        coefficients = [rng.randrange(-9, 10) for _ in range(6)]
+        n = rng.randrange(1, 40)
+        j = np.arange(n)
+        x = coefficients[0] + coefficients[1] * j + coefficients[2] * j * j
+        y = coefficients[3] + coefficients[4] * j + coefficients[5] * j * j
+        a, b = rng.randrange(-50, 51), rng.choice((-1, 1)) * rng.randrange(0, 6)
+        scores = a * x + b * y
+        best = np.flatnonzero(scores == scores.max())
+        pform = np.array([[1, *coefficients]], dtype=np.int64)
+        maxabs = np.array([[abs(x).max(), abs(y).max(), 0]], dtype=np.int64)
+        margins = np.full(1, np.inf)
+        got = _positional_argmax(0, np.array([a, b], dtype=np.float64), n, pform, maxabs,
+                                 margins, np.array([True]))
+        if len(best) == 1 or n == 1:
+            assert got == best[-1], (coefficients, n, a, b)
+            answered += 1
+        else:
+            assert got == -1, (coefficients, n, a, b)
+            ties += 1
+    assert answered > 2000 and ties > 20  # both cases were exercised
+
+
+def test_position_keyed_heads_keep_no_keys() -> None:
+    """The memory graph's ``prev`` lookup (key p) is found positional from the weights,
+    its content-keyed ``memory`` lookup is not; the decoder with the formula gives torch's
+    tokens, and so does the decoder without hulls or formulas (every lookup a scan)."""
+    from wasmformer.engine.fast import positional_keys
+    from wasmformer.graph.examples import MemoryVocab, memory
+
+    model = build_model(compile_graph(memory(max_len=256)), torch.float64,
+                        score_dtype="int64")
+    decoder = FastDecoder(model)
+    forms = positional_keys(decoder)
+    widths = [row[1] for row in decoder._field("heads")]
+    assert sorted((int(w), bool(f[0])) for w, f in zip(widths, forms, strict=True)) == [
+        (2, True), (3, False)]
+    rng = random.Random(4)
+    vocab = MemoryVocab(8, 8)
+    tokens = [rng.choice((vocab.W, vocab.R)) if i % 3 == 0 else vocab.address(rng.randrange(8))
+              if i % 3 == 1 else vocab.value(rng.randrange(8)) for i in range(255)]
+    with torch.no_grad():
+        want = model(torch.tensor([tokens]))[0].argmax(-1).tolist()
+    if not kernel_available():
+        return
+    for d in (decoder, FastDecoder(model, hulls=False)):
+        got = []
+        for token in tokens:
+            d.feed([token])
+            got.append(d.best)
+        assert got == want
+    assert decoder.scans == 0

@@ -165,21 +165,24 @@ def test_generate_matches_the_evaluator(memory_case: Case) -> None:
 
 
 def test_stated_float32_range_of_a_position_keyed_lookup() -> None:
-    """query p - 1 against key p: exact in float32 while 2N(N-1) + (N-1)**2 < 2**24."""
-    ok = analyse(compile_graph(memory(max_len=2365)).program, torch.float32)
+    """query p - 1 against key p: exact in float32 while 2 Q W + W**2 < 2**24 with
+    W = N - 1 (the key p) and Q = N - 2 (the query's interval -1 .. N - 2)."""
+    ok = analyse(compile_graph(memory(max_len=2366)).program, torch.float32)
     assert not ok.problems and ok.exact
-    too_long = analyse(compile_graph(memory(max_len=2366)).program, torch.float32)
+    too_long = analyse(compile_graph(memory(max_len=2367)).program, torch.float32)
     assert [c.name for c in too_long.lookups if not c.ok] == ["prev"]
     with pytest.raises(NumericsError, match="lookup 'prev' is not exact"):
-        build_model(compile_graph(memory(max_len=2366)), torch.float32)
-    assert analyse(compile_graph(memory(max_len=2366)).program, torch.float64).exact
+        build_model(compile_graph(memory(max_len=2367)), torch.float32)
+    assert analyse(compile_graph(memory(max_len=2367)).program, torch.float64).exact
 
 
 def test_stated_range_of_a_tie_break_lookup() -> None:
-    """The memory lookup: N * (2 Q W + W**2) + N - 1 score units, Q = 21, W = 17."""
+    """The memory lookup: N * (2 Q W + W**2) + N - 1 score units, with the key -10..7 and
+    the query -11..7 shifted by the key range's centre -2: W = 9 (|key + 2| <= 9) and
+    Q = 9 (|query + 2| <= 9). Unshifted (from the key's low end) it was Q = 21, W = 17."""
     report = analyse(compile_graph(memory(max_len=512)).program, torch.float32)
     check = next(c for c in report.lookups if c.name == "memory")
-    assert check.score_units == 512 * (2 * 21 * 17 + 17**2) + 511 and check.ok
+    assert check.score_units == 512 * (2 * 9 * 9 + 9**2) + 511 and check.ok
 
 
 def test_positions_past_max_len_are_refused() -> None:

@@ -107,7 +107,7 @@ def run(
              "hull-cached attention), torch (the same model as a torch module, KV cache) or "
              "reference (the reference machine, no transformer). fast and torch refuse, "
              "before any token, what their model cannot hold (floats, more than 16 memory "
-             "pages, streams over 2**20 tokens): run those with --engine reference."),
+             "pages, streams over 2**23 tokens): run those with --engine reference."),
     max_steps: int = MAX_STEPS_OPTION,
     max_tokens: int = MAX_TOKENS_OPTION,
     timeout: float = TIMEOUT_OPTION,

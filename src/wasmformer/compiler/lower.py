@@ -7,15 +7,17 @@ is the integer
 
     s(p, j) = N * (2 Q'(p) K'(j) - K'(j)**2) + j  =  N * (Q'**2 - (Q' - K')**2) + j
 
-with K' = key - lo, Q' = query - lo (lo = the key's lower bound, so K' >= 0) and N the
-tie-break weight. For a fixed query, a nearer key always scores higher (the squared
+with K' = key - c, Q' = query - c (c = ``key_shift``: the middle of the key's range, so
+|K'| is at most half the range, which takes two bits off the scores' size; a position
+key's low end) and N the tie-break weight. For a fixed query, a nearer key always scores higher (the squared
 distances of two candidates differ by at least 1, times N > j), and among equally near
 keys the later position j wins. Query rows (2*N*Q', -N, 1) meet key rows
 (K', K'**2, p). When the key is +-p + b, the candidates' keys are consecutive integers,
 the nearest one is unique, so N = 1 and the third row is dropped. K'**2 must be a
 residual feature of its own: a token column when the key reads only token features, a
 combination of the positional features p**2, p, 1 when it reads only the position, else
-a one-unit FFN node relu(K') * K' (which costs a layer when K is itself an FFN output).
+an FFN node relu(K') K' + relu(-K') (-K') (which costs a layer when K is itself an FFN
+output).
 
 Why this is exact (checked per head by ``model.numerics``): every product and partial sum
 of q.k is an integer below 2**53 (float64 scores) or 2**63 (int64 scores, from the exact
@@ -124,11 +126,11 @@ class _Lowering:
 
     def lookup(self, op: Lookup) -> list[Op]:
         """The head of one lookup, preceded by the FFN node of its key square if needed."""
-        lo = op.key.range.lo
-        key, square, before = self.shifted_key(op, op.key - lo)
+        shift = key_shift(op)
+        key, square, before = self.shifted_key(op, op.key - shift)
         distinct = _distinct_per_position(op.key)
         n = 1 if distinct else self.graph.max_len
-        query = [self.form(op.query - lo).scaled(2 * n), Form(((self.one, -n),))]
+        query = [self.form(op.query - shift).scaled(2 * n), Form(((self.one, -n),))]
         keys = [key, square]
         if not distinct:
             query.append(Form(((self.one, 1),)))
@@ -140,8 +142,8 @@ class _Lowering:
         return [*before, head]
 
     def shifted_key(self, op: Lookup, key: Linear) -> tuple[Form, Form, list[Op]]:
-        """Rows K' and K'**2 of a lookup's key (K' >= 0), and any op computing K'**2."""
-        top = key.range.hi
+        """Rows K' and K'**2 of a lookup's key K' = key - centre, and any op computing K'**2."""
+        top = max(-key.range.lo, key.range.hi)
         square_range = Range(0, top * top, integer=True)
         name = f"{op.name}.key^2"
         nodes = key.nodes
@@ -160,8 +162,22 @@ class _Lowering:
             return self.form(key), Form(tuple((f, k) for f, k in terms if k != 0)), []
         shifted = self.form(key)
         square = Feature(name, square_range)
-        mlp = Mlp(name, (Hidden(shifted, shifted, 1),), square)
+        # relu(K') K' + relu(-K') (-K'): one unit per sign K' can take
+        units = [Hidden(form, form, 1) for form, can in ((shifted, key.range.hi > 0),
+                                                          (shifted.scaled(-1), key.range.lo < 0))
+                 if can]
+        mlp = Mlp(name, tuple(units), square)
         return shifted, Form(((square, 1),)), [mlp]
+
+
+def key_shift(op: Lookup) -> int:
+    """What a lookup's compiled key row K' subtracts from its key: the key range's centre
+    (``Lookup.centre``), or its low end for a position key (+-p + b, squared from the
+    positional features: the centre would not shrink its score, N = 1 there, and
+    p**2 - 2 c p + c**2 is bounded term by term)."""
+    if op.key_square is None and _distinct_per_position(op.key):
+        return op.key.range.lo
+    return op.centre
 
 
 def _distinct_per_position(key: Linear) -> bool:

@@ -95,10 +95,11 @@ class FastDecoding:
 
     chunk = 512
 
-    def __init__(self, model: Transformer):
+    def __init__(self, model: Transformer, hulls: bool = True):
         self.model = model
         self.max_len = model.config.max_len
-        self.fast = FastDecoder(model)
+        self.hulls = hulls  # False: every lookup a scan (``FastDecoder``'s baseline)
+        self.fast = FastDecoder(model, hulls=hulls)
 
     @property
     def length(self) -> int:
@@ -116,7 +117,7 @@ class FastDecoding:
     def truncate(self, length: int) -> None:
         """A hull only grows: going back means a fresh decoder (the session feeds again)."""
         if length < self.fast.length:
-            self.fast = FastDecoder(self.model)
+            self.fast = FastDecoder(self.model, hulls=self.hulls)
 
     def rows(self, layer: int, head: int, score_row: int, value_rows: list[int], start: int,
              stop: int) -> tuple[np.ndarray, np.ndarray]:

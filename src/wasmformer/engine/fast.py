@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 import scipy.sparse as sparse
@@ -143,9 +144,12 @@ class FastDecoder:
     """Greedy decoding of ``model``'s weights with per-head hull caches (see module doc).
 
     ``compiled``: run the per-token loop in compiled code (``engine.kernel``, numba); None
-    (the default) uses it when numba is installed, else the numpy/Python path."""
+    (the default) uses it when numba is installed, else the numpy/Python path.
+    ``hulls=False`` (compiled only): no hull and no positional formula, every lookup a scan
+    over every cached key (the model's own attention): the baseline the hulls are measured
+    against."""
 
-    def __init__(self, model: Transformer, compiled: bool | None = None):
+    def __init__(self, model: Transformer, compiled: bool | None = None, hulls: bool = True):
         cfg = model.config
         if cfg.torch_dtype != torch.float64:
             raise NumericsError(f"the fast decoder runs float64 models, not {cfg.dtype}")
@@ -157,6 +161,7 @@ class FastDecoder:
         self.wpe = _numpy(model.wpe.weight)  # (d_model, 2): [p, p**2] -> residual
         if compiled is None:
             compiled = kernel_available()
+        self.hulls = hulls
         # the compiled loop keeps its caches in its packed state: the heads' own arrays
         # (the numpy/Python form's) hold no positions then
         self.layers = [_layer(block, cfg, 0 if compiled else self.capacity)
@@ -244,7 +249,11 @@ class FastDecoder:
         if new == old:
             return  # at max_len already: check_runtime refuses what does not fit
         if self.state is not None:
-            self.state = _grow_state(self.state, old, new)
+            from .kernel import STATE_FIELDS
+            fields = dict(zip(STATE_FIELDS, self.state, strict=True))
+            self.state = None  # so that each old store is freed as soon as it is copied
+            _grow_state(fields, old, new)
+            self.state = tuple(fields[n] for n in STATE_FIELDS)
         else:
             for layer in self.layers:
                 for head in layer.heads:
@@ -263,12 +272,18 @@ class FastDecoder:
         vc = [mine.value_rows.index(r) for r in value_rows]
         if self.state is None:
             return mine.keys[start:stop, kc].copy(), mine.values[start:stop][:, vc]
-        g = at.index(mine)
+        g = next(i for i, h in enumerate(at) if h is mine)
         row = self._field("heads")[g]
         d, dv, voff, koff = int(row[1]), int(row[5]), int(row[7]), int(row[10])
         store = self._field(_STORES[int(row[9])])
         values = store[voff + start * dv:voff + stop * dv].reshape(-1, dv)
-        keys = self._field("keys")[koff + start * d:koff + stop * d].reshape(-1, d)
+        form = self._field("pform")[g]
+        if form[0]:  # a positional head's keys are its formula's
+            j = np.arange(start, stop, dtype=np.int64)
+            keys = np.stack([form[1 + 3 * r] + form[2 + 3 * r] * j + form[3 + 3 * r] * j * j
+                             for r in range(2)], axis=1).astype(np.float64)
+        else:
+            keys = self._field("keys")[koff + start * d:koff + stop * d].reshape(-1, d)
         return keys[:, kc].copy(), values[:, vc].astype(np.float64)
 
     @property
@@ -298,6 +313,11 @@ class FastDecoder:
         """Stop with an error where a cached value broke its store's proven range: the
         token it fed is not returned (the model's weights do not match their claims)."""
         bad = int(self._field("status")[0])
+        if bad < 0:
+            raise ModelNotProven(f"attention head {-bad - 1} of the fast decoder: a key is not "
+                                 "the fixed function of the position its weights promise, or "
+                                 "a query of it has no single certified winner (no token was "
+                                 "emitted from it)")
         if bad:
             raise ModelNotProven(f"the model's value ranges do not hold: attention head "
                                  f"{bad - 1} of the fast decoder cached a value outside the "
@@ -389,23 +409,23 @@ def _relayout(store: np.ndarray, segments: list[tuple[int, int, int]]) -> tuple[
     return out, offsets
 
 
-def _grow_state(state: tuple, old: int, new: int) -> tuple:
-    """The packed state with room for ``new`` positions: each lookup head's key and value
-    segments (``old`` positions at their offsets) moved to segments of ``new`` positions."""
-    from .kernel import STATE_FIELDS
-    fields = dict(zip(STATE_FIELDS, state, strict=True))
+def _grow_state(fields: dict, old: int, new: int) -> None:
+    """Room for ``new`` positions in the packed state ``fields`` (in place): each lookup
+    head's key and value segments (``old`` positions at their offsets) moved to segments of
+    ``new`` positions, one store at a time (the old store is dropped before the next is
+    copied: the peak is the state plus one store, not twice the state)."""
     heads = fields["heads"].copy()
     lookups = [h for h in range(heads.shape[0]) if heads[h, 1] > 0]  # mean heads: a total
+    keyed = [h for h in lookups if not fields["pform"][h, 0]]  # positional heads: no keys
     for kind, name in enumerate(_STORES):
         mine = [h for h in lookups if heads[h, 9] == kind]
         fields[name], offsets = _relayout(fields[name], [
             (heads[h, 7], old * heads[h, 5], new * heads[h, 5]) for h in mine])
         heads[mine, 7] = offsets
     fields["keys"], offsets = _relayout(fields["keys"], [
-        (heads[h, 10], old * heads[h, 1], new * heads[h, 1]) for h in lookups])
-    heads[lookups, 10] = offsets
+        (heads[h, 10], old * heads[h, 1], new * heads[h, 1]) for h in keyed])
+    heads[keyed, 10] = offsets
     fields["heads"] = heads
-    return tuple(fields[n] for n in STATE_FIELDS)
 
 
 def _grow_full_chains(fields: dict) -> bool:
@@ -449,6 +469,9 @@ def _pack(decoder: FastDecoder, capacity: int) -> tuple:
         nnz += m.nnz
         rows += m.shape[0] + 1
     heads, layers, groups = [], [], []
+    positional = positional_keys(decoder)
+    if not decoder.hulls:
+        positional[:] = 0
     voff = [0] * len(_STORES)  # per value store
     koff = toff = units = 0
     for layer in decoder.layers:
@@ -457,9 +480,9 @@ def _pack(decoder: FastDecoder, capacity: int) -> tuple:
             d, dv = h.q.stop - h.q.start, h.v.stop - h.v.start
             heads.append([h.strict, d, h.q.start, h.k.start, h.v.start, dv, h.o.start,
                           voff[h.kind], toff, h.kind, koff])
-            if d:  # a mean head keeps only its total
+            if d:  # a mean head keeps only its total; a positional head no keys
                 voff[h.kind] += capacity * dv
-                koff += capacity * d
+                koff += 0 if positional[len(heads) - 1, 0] else capacity * d
             else:
                 toff += dv
         # the layer's units in runs that share both gate guards (``_layer`` sorts them so):
@@ -474,7 +497,9 @@ def _pack(decoder: FastDecoder, capacity: int) -> tuple:
         units += layer.gate.shape[0]
     n_heads = max(len(heads), 1)
     widths = [row[1] for row in heads]  # d: the hull holds 2-D keys, or 2-D plus the tie term
-    usable = np.array([d in (2, 3) for d in widths] or [False], dtype=np.bool_)
+    # a positional head answers from its key formula: no hull
+    usable = np.array([decoder.hulls and d in (2, 3) and not positional[h, 0]
+                       for h, d in enumerate(widths)] or [False], dtype=np.bool_)
     width = max([1] + [max(r[2], r[3], r[4]) for r in layers])  # rows: q/k/v, outputs, units
     d_model = decoder.wte.shape[1]
     chains = n_heads * 2 * CHAIN_START
@@ -498,6 +523,8 @@ def _pack(decoder: FastDecoder, capacity: int) -> tuple:
         hlen=np.zeros((n_heads, 2), dtype=np.int64),  # chain lengths
         usable=usable,
         sides=hull_sides(decoder, n_heads),  # the chains (lower, upper) each head keeps
+        pform=np.concatenate([positional, np.zeros((n_heads - len(positional), 7),
+                                                   dtype=np.int64)]),
         tmeta=np.zeros((n_heads, 2), dtype=np.int64),  # t_first, t_last
         maxabs=np.zeros((n_heads, 3), dtype=np.int64),  # max |x|, |y|, |t|
         scans=np.zeros(n_heads, dtype=np.int64),
@@ -519,18 +546,16 @@ def hull_sides(decoder: FastDecoder, n_heads: int) -> np.ndarray:
     """Per head, in the compiled loop's order (``n_heads`` rows at least), which hull chains
     its queries can read: (lower, upper). A query reads the lower chain when its y weight
     b < 0, the upper one when b > 0. Where b is computed only from residual dims that no
-    token, position or layer changes (the constant dims), and each of its terms has the same
+    token, position or earlier layer changes (the constant dims), and each of its terms has the same
     sign, that sign is b's on every token: the other chain is never read and is not kept.
     Otherwise (and for b = 0, which scans) both are kept."""
-    written = np.zeros(decoder.wte.shape[1], dtype=bool)
-    for layer in decoder.layers:  # residual dims (rows) some head output or unit writes
-        written |= np.diff(layer.out.indptr) > 0
-        written |= np.diff(layer.down.indptr) > 0
     wte, wpe = decoder.wte, decoder.wpe
-    constant = (wte == wte[:1]).all(axis=0) & (wpe == 0).all(axis=1) & ~written
+    alike = (wte == wte[:1]).all(axis=0) & (wpe == 0).all(axis=1)
     sides = np.ones((n_heads, 2), dtype=np.bool_)
-    heads = [(layer, head) for layer in decoder.layers for head in layer.heads]
-    for i, (layer, head) in enumerate(heads):
+    heads = [(layer, head, ~written & alike) for layer, written
+             in zip(decoder.layers, _written_before(decoder), strict=True)
+             for head in layer.heads]
+    for i, (layer, head, constant) in enumerate(heads):
         if head.q.stop - head.q.start not in (2, 3):  # no hull
             continue
         row = layer.projection[[head.q.start + 1]]  # the query's y weight b
@@ -543,6 +568,56 @@ def hull_sides(decoder: FastDecoder, n_heads: int) -> np.ndarray:
         elif (terms > 0).all():
             sides[i, 0] = False
     return sides
+
+
+def positional_keys(decoder: FastDecoder) -> np.ndarray:
+    """Per head, in the compiled loop's order: [1, x0, x1, x2, y0, y1, y2] for a lookup head
+    whose two key rows are fixed quadratics of the position, x(p) = x0 + x1 p + x2 p**2 and
+    y(p) likewise, with integer coefficients; else zeros. Such a head (a position-keyed one:
+    a window, a record field) keeps no keys and no hull: its winner is the peak of a
+    quadratic in the position (``kernel._positional_argmax``). Proven from the weights: its
+    key rows read only residual dims that every token embeds alike and no layer writes, so
+    they hold wte[0] + wpe [p, p**2] at every layer; the loop still checks every key it
+    computes against the formula. The key values must stay below 2**62 for every position
+    of the model (exact int64 in the loop)."""
+    wte, wpe = decoder.wte, decoder.wpe
+    alike = (wte == wte[:1]).all(axis=0)
+    heads = [(layer, head, ~written & alike) for layer, written
+             in zip(decoder.layers, _written_before(decoder), strict=True)
+             for head in layer.heads]
+    out = np.zeros((len(heads), 7), dtype=np.int64)
+    top = Fraction(decoder.max_len - 1)
+    for i, (layer, head, static) in enumerate(heads):
+        if head.q.stop - head.q.start != 2:  # a key with a tie term repeats: not positional
+            continue
+        coefficients = []
+        for r in range(2):
+            row = layer.projection[[head.k.start + r]]
+            if not static[row.indices].all():
+                break
+            terms = [sum((Fraction(w) * Fraction(float(col[c])) for c, w in
+                          zip(row.indices, row.data, strict=True)), Fraction(0))
+                     for col in (wte[0], wpe[:, 0], wpe[:, 1])]
+            biggest = abs(terms[0]) + abs(terms[1]) * top + abs(terms[2]) * top * top
+            if any(t.denominator != 1 for t in terms) or biggest >= 2**62:
+                break
+            coefficients += [int(t) for t in terms]
+        else:
+            out[i] = [1, *coefficients]
+    return out
+
+
+def _written_before(decoder: FastDecoder) -> list[np.ndarray]:
+    """Per layer, the residual dims some head output or FFN unit of an earlier layer writes
+    (what that layer's heads read is the embedding elsewhere: the compiler reuses a freed
+    dim for a later feature, so a dim written later may still be static when read)."""
+    written = np.zeros(decoder.wte.shape[1], dtype=bool)
+    before = []
+    for layer in decoder.layers:
+        before.append(written.copy())
+        written |= np.diff(layer.out.indptr) > 0
+        written |= np.diff(layer.down.indptr) > 0
+    return before
 
 
 def _numpy(w: torch.Tensor) -> np.ndarray:

@@ -53,7 +53,7 @@ from ..universal.window import SPAN, VALUE
 from .decoders import Decoder
 
 STACK, MEMORY, DEPTH, SITE = "stack_B", "mem_read", "depth", "call_site"
-KEY_ROW = 0  # a lookup head's first key row holds key - lo (compiler/lower.py)
+KEY_ROW = 0  # a lookup head's first key row holds key - shift (compiler.lower.key_shift)
 
 
 @dataclass
@@ -96,7 +96,7 @@ class HostView:
         at = _layout(decoder)[name]
         values = [at["values"][v] for v in values]
         keys, rows = decoder.rows(at["layer"], at["head"], KEY_ROW, values, start, stop)
-        return (keys + at["key_lo"]).round().astype(int).tolist(), rows.round().astype(int)
+        return (keys + at["key_shift"]).round().astype(int).tolist(), rows.round().astype(int)
 
     def sync(self, decoder: Decoder) -> None:
         """Fold in the rows of the positions cached since the last call."""

@@ -272,9 +272,74 @@ def _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hoff, hlen, usable, sides, tmeta, 
 
 
 @_jit
+def _positional_key(pform, h, row, j):
+    """Key row ``row`` (0: x, 1: y) of positional head h at position j: c0 + c1 j + c2 j**2
+    (``fast.positional_keys`` proves the coefficients integers and the values below 2**62
+    for every position the model has)."""
+    c = 1 + 3 * row
+    return pform[h, c] + pform[h, c + 1] * j + pform[h, c + 2] * j * j
+
+
+@_jit
+def _positional_score(pform, h, a, b, j):
+    return a * _positional_key(pform, h, 0, j) + b * _positional_key(pform, h, 1, j)
+
+
+@_jit
+def _positional_argmax(h, q, n, pform, maxabs, margins, int_scores):
+    """The winner among positions 0..n-1 of a head whose keys are a fixed quadratic of the
+    position (``fast.positional_keys``), or -1 (the caller stops with an error). Its scores
+    s(j) = a x(j) + b y(j) are a quadratic in j with integer coefficients: a concave one
+    peaks at the integer nearest its vertex (found from a float estimate, then confirmed by
+    exact comparisons with both neighbours: a local maximum of a concave sequence is the
+    global one), any other at an end. Scores are exact integers (the bound as the hull's);
+    a tie (two winners: the model would average them) is not certified."""
+    ok0, a = _as_int(q[0])
+    ok1, b = _as_int(q[1])
+    if not (ok0 and ok1):
+        return -1
+    bound = abs(float(a)) * maxabs[h, 0] + abs(float(b)) * maxabs[h, 1]
+    if bound >= SCORE_LIMIT:
+        return -1
+    grid = _gcd(a, b)
+    if not int_scores[0] and bound >= float(EXACT_LIMIT) * float(grid & -grid) * (1 - 2.0**-40):
+        return -1
+    last = n - 1
+    if last == 0:
+        return 0
+    c2 = float(a) * float(pform[h, 3]) + float(b) * float(pform[h, 6])
+    c1 = float(a) * float(pform[h, 2]) + float(b) * float(pform[h, 5])
+    if abs(float(a)) * abs(float(pform[h, 3])) + abs(float(b)) * abs(float(pform[h, 6])) \
+            >= 2.0**62:
+        return -1
+    c2_exact = a * pform[h, 3] + b * pform[h, 6]
+    if c2_exact < 0:  # concave: from the vertex estimate to the peak
+        vertex = -c1 / (2.0 * c2)
+        j = 0 if vertex <= 0.0 else last if vertex >= last else np.int64(round(vertex))
+        s = _positional_score(pform, h, a, b, j)
+        while j < last and _positional_score(pform, h, a, b, j + 1) > s:
+            j += 1
+            s = _positional_score(pform, h, a, b, j)
+        while j > 0 and _positional_score(pform, h, a, b, j - 1) > s:
+            j -= 1
+            s = _positional_score(pform, h, a, b, j)
+        if (j < last and _positional_score(pform, h, a, b, j + 1) == s) or \
+                (j > 0 and _positional_score(pform, h, a, b, j - 1) == s):
+            return -1
+    else:  # convex or linear: an end
+        s0 = _positional_score(pform, h, a, b, 0)
+        s1 = _positional_score(pform, h, a, b, last)
+        if s0 == s1:
+            return -1
+        j = 0 if s0 > s1 else last
+    margins[h] = min(margins[h], float(grid))
+    return j
+
+
+@_jit
 def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys, v64, v8, vu8,
-            v16, v32, totals, hx, hy, ht, hp, hs, hoff, hcap, hlen, usable, sides, tmeta, maxabs,
-            scans, margins, int_scores, groups, guards, status, x, buf, active, logits):
+            v16, v32, totals, hx, hy, ht, hp, hs, hoff, hcap, hlen, usable, sides, pform, tmeta,
+            maxabs, scans, margins, int_scores, groups, guards, status, x, buf, active, logits):
     """Run one token at position p through the model; logits are left in ``logits``."""
     for i in range(x.shape[0]):
         x[i] = wte[token, i] + (wpe[i, 0] * p + wpe[i, 1] * (p * p))
@@ -294,8 +359,8 @@ def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys,
             v = proj[vo:vo + dv]
             if not strict:
                 _store(h, p, d, dv, k, v, kind, voff, toff, koff, keys, v64, v8, vu8, v16, v32,
-                       totals, hx, hy, ht, hp, hs, hoff, hlen, usable, sides, tmeta, maxabs,
-                       status)
+                       totals, hx, hy, ht, hp, hs, hoff, hlen, usable, sides, pform, tmeta,
+                       maxabs, status)
             n = p if strict else p + 1
             out = outs[oo:oo + dv]
             if n == 0:
@@ -304,6 +369,13 @@ def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys,
                 inv = 1.0 / n
                 for j in range(dv):
                     out[j] = totals[toff + j] * inv
+            elif pform[h, 0]:
+                win = _positional_argmax(h, q, n, pform, maxabs, margins, int_scores)
+                out[:] = 0.0
+                if win >= 0:
+                    _add_row(kind, voff + win * dv, dv, 1.0, out, v64, v8, vu8, v16, v32)
+                elif status[0] == 0:
+                    status[0] = -(h + 1)  # no keys to scan: the decoder stops with an error
             else:
                 win = _hull_argmax(h, q, d, hx, hy, ht, hp, hs, hoff, hlen, usable, sides,
                                    tmeta, maxabs, margins, int_scores)
@@ -316,8 +388,8 @@ def _append(token, p, wte, wpe, ptr, idx, dat, row0, nrows, layers, heads, keys,
                           int_scores[0])
             if strict:
                 _store(h, p, d, dv, k, v, kind, voff, toff, koff, keys, v64, v8, vu8, v16, v32,
-                       totals, hx, hy, ht, hp, hs, hoff, hlen, usable, sides, tmeta, maxabs,
-                       status)
+                       totals, hx, hy, ht, hp, hs, hoff, hlen, usable, sides, pform, tmeta,
+                       maxabs, status)
         _matvec(5 * li + 1, ptr, idx, dat, row0, nrows, outs, x, True)
         # a run of units whose gate guard is 0 has shut gates (``FeedForward.guards``):
         # their gates are not even computed; nor is a unit's whose value reads one dim, 0
@@ -405,13 +477,24 @@ def _add_row(kind, base, dv, scale, out, v64, v8, vu8, v16, v32):
 
 @_jit
 def _store(h, p, d, dv, k, v, kind, voff, toff, koff, keys, v64, v8, vu8, v16, v32, totals,
-           hx, hy, ht, hp, hs, hoff, hlen, usable, sides, tmeta, maxabs, status):
+           hx, hy, ht, hp, hs, hoff, hlen, usable, sides, pform, tmeta, maxabs, status):
     if d == 0:  # a mean head keeps only the running total of its values
         for j in range(dv):
             totals[toff + j] += v[j]
         return
     if not _put_row(kind, voff + p * dv, v, v64, v8, vu8, v16, v32) and status[0] == 0:
         status[0] = h + 1  # the decoder stops with an error: never a wrong token
+    if pform[h, 0]:  # a positional key is not kept: check it is the one its formula gives
+        ok0, x = _as_int(k[0])
+        ok1, y = _as_int(k[1])
+        if not (ok0 and ok1 and x == _positional_key(pform, h, 0, p)
+                and y == _positional_key(pform, h, 1, p)):
+            if status[0] == 0:
+                status[0] = -(h + 1)
+            return
+        maxabs[h, 0] = max(maxabs[h, 0], abs(x))
+        maxabs[h, 1] = max(maxabs[h, 1], abs(y))
+        return
     keys[koff + p * d:koff + (p + 1) * d] = k
     if d == 2 or d == 3:  # other widths have no hull: usable is False, every query scans
         _hull_append(h, k, d, p, hx, hy, ht, hp, hs, hoff, hlen, usable, sides, tmeta, maxabs)
@@ -465,7 +548,7 @@ def argmax(logits):
 STATE_FIELDS = (
     "wte", "wpe", "ptr", "idx", "dat", "row0", "nrows", "layers", "heads", "keys",
     "v64", "v8", "vu8", "v16", "v32", "totals", "hx", "hy", "ht", "hp", "hs", "hoff", "hcap",
-    "hlen", "usable", "sides", "tmeta", "maxabs", "scans", "margins", "int_scores", "groups",
+    "hlen", "usable", "sides", "pform", "tmeta", "maxabs", "scans", "margins", "int_scores", "groups",
     "guards", "status", "x", "buf", "active", "logits")
 _STATUS, _HLEN = STATE_FIELDS.index("status"), STATE_FIELDS.index("hlen")
 _HCAP, _USABLE = STATE_FIELDS.index("hcap"), STATE_FIELDS.index("usable")

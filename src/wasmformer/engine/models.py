@@ -13,7 +13,7 @@ Buckets: a model built for max_len N is proven for positions 0..N-1 only, so the
 picks the smallest bucket that holds the stream (``bucket_for``). Every bucket is a float64
 model with int64 attention scores (``ModelConfig.score_dtype``) and ``MEM_BITS`` bits of
 linear memory; the numerics guard proves each one when it is built (the largest score,
-the memory read's at 2**20 positions, is below 2**62.4; docs/UNIVERSAL.md "Numerics and
+the memory read's at 2**23 positions, is below 2**62.6; docs/UNIVERSAL.md "Numerics and
 limits" has the table). Float32 is refused.
 """
 
@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from ..compiler import CompiledModel, compile_graph
+from ..compiler.lower import key_shift
 from ..compiler.program import Head
 from ..errors import InputError, ModelNotProven
 from ..graph import Graph, Lookup
@@ -40,13 +41,13 @@ from .sparse import sparse_copy
 
 # max_len of the models the engine builds, smallest first (a stream moves up as it grows;
 # small buckets keep short runs' prefill cheap)
-BUCKETS = (2048, 8192, 2**15, 2**17, 2**18, 2**20)
+BUCKETS = (2048, 8192, 2**15, 2**17, 2**18, 2**20, 2**23)
 # the fast engine's buckets: its per-token cost does not depend on max_len and its caches
 # grow with the stream, so it starts in the largest and never feeds a stream twice
 FAST_BUCKETS = BUCKETS[-1:]
 MEM_BITS = 20  # linear memory below 2**20 bytes (16 pages), every bucket
 # call depths 0..127: a call at depth 127 traps (every example stays below it; printf alone
-# is 8 frames deep). 255 is refused by the numerics guard at 2**20 positions.
+# is 8 frames deep). 256 would cost a bit of the stack lookups' scores.
 MAX_DEPTH = 128
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 SCORE_DTYPES = {"float64": "int64", "float32": "float32"}  # the attention scores per dtype
@@ -100,10 +101,10 @@ def build_universal(limits: Limits, dtype: str = "float64") -> Transformer:
 def lookup_layout(graph: Graph, compiled: CompiledModel, names: tuple[str, ...]
                   ) -> dict[str, dict]:
     """Where lookups ``names`` sit in the model: layer, head (the block's heads in program
-    order, as ``compiler.compiled`` places them), the key's lower bound (a head's first key
-    row holds key - lo: ``compiler.lower``) and the value row of each output ('key' for the
+    order, as ``compiler.compiled`` places them), the key's shift (a head's first key row
+    holds key - shift: ``compiler.lower.key_shift``) and the value row of each output ('key' for the
     matched key, '0', '1', ... for the lookup's values)."""
-    lows = {op.name: int(op.key.range.lo) for op in graph.ops if isinstance(op, Lookup)}
+    shifts = {op.name: int(key_shift(op)) for op in graph.ops if isinstance(op, Lookup)}
     heads_in: dict[int, int] = {}
     layout = {}
     for op, stage in zip(compiled.program.ops, compiled.schedule.stages, strict=True):
@@ -114,7 +115,7 @@ def lookup_layout(graph: Graph, compiled: CompiledModel, names: tuple[str, ...]
         heads_in[layer] = index + 1
         if op.name in names:
             rows = {f.name.removeprefix(f"{op.name}."): i for i, f in enumerate(op.outputs)}
-            layout[op.name] = {"layer": layer, "head": index, "key_lo": lows[op.name],
+            layout[op.name] = {"layer": layer, "head": index, "key_shift": shifts[op.name],
                                "values": rows}
     return layout
 

@@ -117,9 +117,9 @@ def lookup_at(op: Lookup, p: int, at) -> tuple[Value, ...]:
     if best_j is None:
         return (0,) * len(op.outputs)
     if op.key_square is not None:
-        shifted = op.key.evaluate(at(best_j)) - op.key.range.lo
+        shifted = op.key.evaluate(at(best_j)) - op.centre
         if op.key_square.evaluate(at(best_j)) != shifted**2:
-            raise EvaluationError(f"lookup {op.name!r}: key_square is not (key - lo)**2 at "
+            raise EvaluationError(f"lookup {op.name!r}: key_square is not (key - centre)**2 at "
                                   f"position {best_j}")
     return tuple(x.evaluate(at(best_j)) for x in (op.key, *op.values))
 

@@ -19,6 +19,7 @@ from fractions import Fraction
 from .errors import GraphError
 from .graph import Graph
 from .linear import Linear, LinearLike, Node, as_linear
+from .nodes import key_centre
 from .ranges import Range
 from .values import Value, exact
 
@@ -79,20 +80,24 @@ def clamp(g: Graph, x: LinearLike, lo: Value, hi: Value, *, name: str | None = N
 
 def clamped_key(g: Graph, key: LinearLike, lo: int, hi: int, *, name: str
                 ) -> tuple[Node, Node]:
-    """A lookup key clamped to [lo, hi] and its square (clamped - lo)**2, both one FFN layer
-    after ``key``'s inputs: pass them as ``lookup(key=..., key_square=...)``. A key's range
-    is what its scores' size grows with (``compiler.lower``); clamping keeps only the
-    range the queries can meet (keys beyond it only need to stay beyond it). With K =
-    key - lo and h = hi - lo: relu(K) - relu(K - h) and relu(K) K - relu(K - h) (K - h)
-    - 2 h relu(K - h) (which is h**2 for K >= h)."""
+    """A lookup key clamped to [lo, hi] and its square (clamped - centre)**2 (centre =
+    ``nodes.key_centre`` of [lo, hi], what the compiled head shifts the key by), both one
+    FFN layer after ``key``'s inputs: pass them as ``lookup(key=..., key_square=...)``. A
+    key's range is what its scores' size grows with (``compiler.lower``); clamping keeps
+    only the range the queries can meet (keys beyond it only need to stay beyond it). With
+    K = key - lo, h = hi - lo and d = centre - lo: clamp = relu(K) - relu(K - h), and
+    (clamp - d)**2 = clamp**2 - 2 d clamp + d**2 with clamp**2 = relu(K) K - relu(K - h)
+    (K - h) - 2 h relu(K - h) (which is h**2 for K >= h)."""
     k = as_linear(key) - lo
     _integer(k, "clamped_key")
     h = hi - lo
+    d = key_centre(Range(lo, hi, integer=True)) - lo
     one = as_linear(1)
     value = g.ffn(name, [(lo, one, one), (1, k, one), (-1, k - h, one)],
                   range=Range(lo, hi, integer=True))
-    square = g.ffn(f"{name}^2", [(1, k, k), (-1, k - h, k - h), (-2 * h, k - h, one)],
-                   range=Range(0, h * h, integer=True))
+    square = g.ffn(f"{name}^2", [(1, k, k), (-1, k - h, k - h), (-2 * h, k - h, one),
+                                 (-2 * d, k, one), (2 * d, k - h, one), (d * d, one, one)],
+                   range=Range(0, max(d, h - d) ** 2, integer=True))
     return value, square
 
 

@@ -12,7 +12,7 @@ from fractions import Fraction
 
 from .errors import GraphError
 from .linear import Linear, LinearLike, Node, as_linear
-from .nodes import Ffn, Lookup, Mean, Op, Output, Position, TokenFeature, Unit
+from .nodes import Ffn, Lookup, Mean, Op, Output, Position, TokenFeature, Unit, key_centre
 from .ranges import Range
 from .values import Value, exact
 
@@ -116,11 +116,12 @@ class Graph:
         query, key = self._input(query), self._input(key)
         if key_square is not None:
             key_square = self._input(key_square)
-            top = (key.range.hi - key.range.lo) ** 2
+            centre = key_centre(key.range)
+            top = max(centre - key.range.lo, key.range.hi - centre) ** 2
             if not (key_square.range.integer and key_square.range.lo >= 0
                     and key_square.range.hi <= top):
                 raise GraphError(f"lookup {name!r}: key_square's range {key_square.range} "
-                                 f"is not within that of (key - {key.range.lo})**2")
+                                 f"is not within that of (key - {centre})**2")
         values = tuple(self._input(v) for v in values)
         for what, x in (("query", query), ("key", key)):
             if not x.range.integer:

@@ -12,9 +12,11 @@ The unembedding is ``Output``. The constant one is not a node: it is ``Linear.bi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .linear import Linear, Node
+from .ranges import Range
 from .values import Value
 
 
@@ -41,10 +43,10 @@ class Lookup:
     is 0. Query and key are integer-valued Linears. A miss is not signalled: compare
     ``matched_key`` with the query.
 
-    ``key_square``, when given, is (key - key.range.lo)**2 as a node of its own (the
-    compiled head needs that square as a residual feature; see ``functions.clamped_key``,
-    which makes a clamped key and its square in one FFN layer). The evaluator checks it
-    at every winner.
+    ``key_square``, when given, is (key - centre)**2 as a node of its own, centre =
+    ``key_centre(key.range)`` (the compiled head scores the key shifted by its centre and
+    needs that square as a residual feature; see ``functions.clamped_key``, which makes a
+    clamped key and its square in one FFN layer). The evaluator checks it at every winner.
     """
 
     name: str
@@ -54,6 +56,10 @@ class Lookup:
     strict: bool
     outputs: tuple[Node, ...]
     key_square: Linear | None = None
+
+    @property
+    def centre(self) -> int:
+        return key_centre(self.key.range)
 
     @property
     def matched_key(self) -> Node:
@@ -138,3 +144,10 @@ class Output:
     table: tuple[tuple[Value, ...], ...]
     bias: tuple[Value, ...]
     min_margin: Value
+
+
+def key_centre(r: Range) -> int:
+    """The integer a lookup's keys are shifted by in its compiled scores: the middle of their
+    range, so that the shifted keys and their squares are as small as the range allows
+    (``compiler.lower``: each bit of key magnitude is two bits of score)."""
+    return math.floor((r.lo + r.hi) / 2)

@@ -26,15 +26,19 @@ without FMA):
   only checked empirically.
 
 Stated ranges of a lookup head, as the guard computes them: N = max_len, W bounds the
-shifted key K' = key - lo >= 0 and Q bounds |Q'| = |query - lo| (both by the triangle
-inequality over their rows' coefficients and the node ranges). Exact iff
+shifted key |K'| = |key - c| and Q bounds |Q'| = |query - c| (c = ``compiler.lower.key_shift``:
+the middle of the key's range, or a position key's low end; each row bounded by the
+smaller of the triangle inequality over its terms and its interval over the features'
+declared ranges, which sees that the shift and the key's own range cancel). Exact iff
     N * (2 Q W + W**2) + N - 1 < 2**bits    keys may repeat: tie-break on position
     2 Q W + W**2 < 2**bits                  key = +-position + b: consecutive keys
-with bits = 53 (float64 scores), 24 (float32) or 63 (int64). With Q = W: float64 holds
-W = 53,509 at N = 2**20 positions, int64 W = 1,712,317 (about 2**20.7); float32 holds
+with bits = 53 (float64 scores), 24 (float32) or 63 (int64). Centring halves W (a key
+range of 2W) and Q, so these figures are half the key range a head may span. With Q = W:
+float64 holds W = 53,509 at N = 2**20 positions, int64 W = 1,712,317 (about 2**20.7), and
+int64 W = 605,395 (about 2**19.2) at N = 2**23; float32 holds
 W = 73 at N = 1024, W = 36 at N = 4096, W = 2 at N = 10**6. A
-position-keyed lookup (query p - 1, key p) is exact up to N = 2365 in float32 and
-N = 54,794,158 in float64. Positions past max_len are refused at run time, and a
+position-keyed lookup (query p - 1, key p) is exact up to N = 2366 in float32 and
+N = 54,794,159 in float64. Positions past max_len are refused at run time, and a
 float32 model refuses to run with TF32/bf16 matmuls (``torch.set_float32_matmul_precision``
 other than "highest"), which would round the scores.
 """
@@ -234,6 +238,29 @@ def _form_bound(form: Form, bounds: dict[Feature, Bound], bits: int) -> Bound:
     return _sum_bound([(c, bounds[f]) for f, c in form.terms], bits)
 
 
+def _row_bound(form: Form, bounds: dict[Feature, Bound], bits: int) -> Bound:
+    """A query or key row's bound: ``_form_bound``, its magnitude tightened to the row's
+    interval over its features' declared ranges (an exact feature lies in its range), which
+    knows that a shifted key's offset and the key's own range cancel: |key - centre| is half
+    the key's range, where the triangle inequality would add |centre| to it."""
+    bound = _form_bound(form, bounds, bits)
+    if not bound.exact:
+        return bound
+    r = form.range
+    return Bound(min(bound.mag, max(abs(Fraction(r.lo)), abs(Fraction(r.hi)))), 0.0, bound.grid)
+
+
+def _relu_bound(gate: Form, bounds: dict[Feature, Bound], bits: int) -> Bound:
+    """relu(gate)'s bound: the gate's, its magnitude tightened to the top of the gate's
+    interval (relu(g) lies in 0 .. max(0, g.hi)): a gate that a large negative term shuts
+    (an enable flag times an offset) costs nothing for that term."""
+    bound = _form_bound(gate, bounds, bits)
+    if not bound.exact:
+        return bound
+    top = max(Fraction(0), Fraction(gate.range.hi))
+    return Bound(min(bound.mag, top), 0.0, bound.grid)
+
+
 def _product_bound(a: Bound, b: Bound, bits: int) -> Bound:
     mag = a.mag * b.mag
     if mag == 0 and a.err == 0 and b.err == 0:
@@ -247,7 +274,7 @@ def _product_bound(a: Bound, b: Bound, bits: int) -> Bound:
 
 def _mlp_bound(op: Mlp, bounds: dict[Feature, Bound], bits: int) -> Bound:
     """Each unit: relu(gate) * value (relu is exact and 1-Lipschitz), then the weighted sum."""
-    hidden = [(u.weight, _product_bound(_form_bound(u.gate, bounds, bits),
+    hidden = [(u.weight, _product_bound(_relu_bound(u.gate, bounds, bits),
                                         _form_bound(u.value, bounds, bits), bits))
               for u in op.units]
     out = _sum_bound(hidden, bits)  # checks that this node's own partial sums are exact
@@ -263,7 +290,7 @@ def _mlp_bound(op: Mlp, bounds: dict[Feature, Bound], bits: int) -> Bound:
 def _lookup_check(op: Head, bounds, bits: int, score_bits: int | None) -> LookupCheck:
     """Exact scores: float scores within the mantissa (``score_bits``), or (None) int64
     scores of exact integer rows below 2**63."""
-    pairs = [(_form_bound(q, bounds, bits), _form_bound(k, bounds, bits))
+    pairs = [(_row_bound(q, bounds, bits), _row_bound(k, bounds, bits))
              for q, k in zip(op.query, op.key, strict=True)]
     pairs = [(q, k) for q, k in pairs if q.mag != 0 and k.mag != 0]
     if not all(q.exact and k.exact for q, k in pairs):

@@ -37,6 +37,7 @@ from .window import Window
 STRIDE = RECORD_SIZES["GLOBALS"]
 VALUE_END = 4 + STRIDE - 1  # the section token, count(3), then the record: its last byte
 ONE = Linear((), 1)
+TOP = STRIDE * 256 + 1  # beyond every query STRIDE * X, and never one of them
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,17 @@ def globals_(g: Graph, window: Window, anchor: Anchor, nxt: Record, cur: Record,
     valid_set = (present + cur.flag("op", "global_set") + window.at(0, "is_byte")
                  - this_in_header - 2)
     offset = cur.number("W", 1) - 1 - (x_cur - cur.number("C", limits.pc_bytes))
-    key = U.node(g, "global.key", [(1, 1 - present, p - section - VALUE_END),
+    # a prompt position's key is its distance into the GLOBALS section, clamped to TOP
+    # (beyond every query STRIDE * X): unclamped it would span max_len and grow the scores
+    # with it. relu(1 - present) u - relu(u - TOP - reach present) is min(u, TOP) in the
+    # prompt and 0 in the trace (|u| <= reach)
+    prompt_key = p - section - VALUE_END
+    reach = limits.max_len + VALUE_END
+    key = U.node(g, "global.key", [(1, 1 - present, prompt_key),
+                                   (-1, prompt_key - TOP - reach * present, ONE),
                                    (1, valid_set, STRIDE * cur.number("X", 1) + offset),
                                    (-1, present, ONE), (1, valid_set, ONE)],
-                 -VALUE_END, max(limits.max_len, STRIDE * 256))
+                 -VALUE_END, TOP)
     found = g.lookup("global_read", query=STRIDE * nxt.number("X", 1), key=key,
                      values=[*(window.at(d, "byte") for d in range(8)), present])
     win = [as_linear(x) for x in found.results[:8]]

@@ -39,7 +39,7 @@ from .emit import Decoded, next_token
 from .features import CONTROL_OPS, op_id, token_features
 from .globals import globals_
 from .limits import Limits
-from .locate import anchor_window_needs, fetch_record, find_anchor, header_offsets
+from .locate import anchor_window_needs, bounded_x, fetch_record, find_anchor, header_offsets
 from .memops import MEMORY_OPS
 from .memory import CUR_FIELDS as MEMORY_CUR_FIELDS
 from .memory import memory, memory_window_needs, run_bytes
@@ -74,8 +74,9 @@ def build_universal_graph(limits: Limits | None = None) -> tuple[Graph, dict]:
     in_payload = in_payload + in_trap
     this_in_header = this_in_header + this_in_trap + spliced
     p = g.position()
-    x_next = anchor.target_c + p - anchor.end - payload_offset - trap_offset
-    x_cur = anchor.target_c + p - anchor.end - 1
+    x_next = as_linear(bounded_x(g, "x_next", anchor.target_c + p - anchor.end
+                                 - payload_offset - trap_offset, limits))
+    x_cur = as_linear(bounded_x(g, "x_cur", anchor.target_c + p - anchor.end - 1, limits))
     nxt = fetch_record(g, window, "next", x_next, NEXT_FIELDS, limits)
     cur = fetch_record(g, window, "cur", x_cur, CUR_FIELDS, limits)
     # a division's stage tokens are work, not values: no write keys (stages.py)

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wasmformer.graph import Graph, Linear, Range, as_linear
+from wasmformer.graph import Graph, Linear, Node, Range, as_linear
 from wasmformer.graph.functions import step
 from wasmformer.machine.prompt import CODE_RECORD
 
 from .limits import Limits
 from .record import OFFSET, SIZE, Record
 from .window import Window
+
+ONE = Linear((), 1)
 
 JUMP_PAYLOAD, CALLRET_PAYLOAD = 3, 5
 
@@ -100,6 +102,19 @@ def header_offsets(window: Window) -> tuple[Linear, Linear, Linear]:
     this = window.at(JUMP_PAYLOAD, "JUMP")
     this += sum((window.at(d, "callret") for d in range(CALLRET_PAYLOAD + 1)), start=Linear())
     return off, inside, this
+
+
+def bounded_x(g: Graph, name: str, x: Linear, limits: Limits) -> Node:
+    """X clamped to -1 .. 1.5 * 256**pc_bytes, in one FFN node (X's inputs are attention
+    outputs and position, so the node takes the FFN of the block that fetches C(target),
+    before any reader: no layer is added). Every X in the trace is below 256**pc_bytes plus
+    an instruction's span, so the clamp changes none of them; in the prompt X is garbage
+    either way, and unclamped it spans the positions, which would grow every key built
+    from it, and so the lookups' scores, with max_len (docs/UNIVERSAL.md "Numerics and
+    limits")."""
+    top = 256**limits.pc_bytes + 256**limits.pc_bytes // 2
+    return g.ffn(name, [(-1, ONE, ONE), (1, x + 1, ONE), (-1, x - top, ONE)],
+                 range=Range(-1, top, integer=True))
 
 
 def floor_record_start(g: Graph, window: Window, name: str, x: Linear, limits: Limits) -> Linear:

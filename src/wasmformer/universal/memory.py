@@ -38,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from wasmformer.graph import Graph, Linear, LinearLike, Node, as_linear
+from wasmformer.graph import Graph, Linear, LinearLike, Node, Range, as_linear
 from wasmformer.graph.functions import clamped_key, equals
 
 from . import units as U
@@ -131,7 +131,13 @@ def memory(g: Graph, window: Window, anchor: Anchor, nxt: Record, cur: Record,
             fill_units += [(1, gate, ONE)] if j >= w else []
     kk = U.node(g, "mem.byte_index", kk_units, 0, 7)
     fill = U.node(g, "mem.fill", fill_units, 0, 1)
-    found = g.lookup("mem_read", query=address + kk, key=key, key_square=key_square,
+    # the query clamped to the keys' range too, in the layer of the key's clamp: only an
+    # in-bounds read's bytes are used (below 2**bits: unchanged), and a query beyond the
+    # keys would enlarge the scores by as much as a key beyond them (docs/UNIVERSAL.md)
+    reach = as_linear(address) + kk
+    query = g.ffn("mem.query", [(1, reach, ONE), (-1, reach - 2**bits, ONE)],
+                  range=Range(0, 2**bits, integer=True))
+    found = g.lookup("mem_read", query=query, key=key, key_square=key_square,
                      values=[window.at(0, "byte"), window.at(0, "bit7")])
     z = as_linear(found.matched_key) - address - kk  # 0: a byte was written there
     byte, sign = (as_linear(x) for x in found.results)

@@ -10,11 +10,11 @@ position carries, in each of two address spaces (stack slots, locals), the key
 with address = depth * 256 + slot. Only a value's last byte (k = W - 1) has a key that is a
 multiple of 8, so a reader querying 8 * address finds exactly the completed writes to that
 slot, the latest on ties. The keys are linear in the fetched record fields, then clamped
-to [-TOP - 4, 2 TOP + 4] (TOP = 8 * max_depth * 256, above every valid key; every query
-lies within) in the FFN layer that the key's square needs anyway
-(``graph.functions.clamped_key``): a far or garbage key (the offset term spans max_len
-positions in the prompt) stays far, and the clamp bounds are not multiples of 8, so a
-clamped key never matches a query. Without the clamp the keys' range grows with max_len
+to [-4, TOP + 4] (TOP = 8 * max_depth * 256, above every valid key; every query lies
+within) in the FFN layer that the key's square needs anyway
+(``graph.functions.clamped_key``): a garbage key (the offset term spans the positions in
+the prompt) stays outside the valid ones, and the clamp bounds are not multiples of 8, so a
+clamped key never matches a query (a local's miss is then seen as such: ``local_miss``). Without the clamp the keys' range grows with max_len
 and so do the lookups' scores (docs/UNIVERSAL.md "Numerics and limits").
 
 Reads. Operand slot A and B of the next instruction each read a stack slot (heights h-2 or
@@ -81,7 +81,7 @@ def write_keys(g: Graph, cur: Record, x_cur: Linear, anchor: Anchor, in_header: 
     top = KEY_STEP * limits.max_depth * SLOT_LIMIT  # every valid key is below it
     stack = _key(KEY_STEP * (base + stack_slot) + offset, invalid + 1 - pushes, top)
     local = _key(KEY_STEP * (base + cur.number("local", 1)) + offset, invalid + 1 - sets, top)
-    return WriteKeys(*(Key(*map(as_linear, clamped_key(g, k, -top - 4, 2 * top + 4,
+    return WriteKeys(*(Key(*map(as_linear, clamped_key(g, k, -4, top + 4,
                                                          name=f"{name}.key")))
                        for name, k in (("stack", stack), ("local", local))))
 
