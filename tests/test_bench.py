@@ -77,17 +77,20 @@ def test_bench_refuses_an_unknown_engine(tmp_path):
 
 
 def test_scaling_measures_both_transformer_engines(tmp_path):
-    """A short scaling run: both engines decode sum_to (checked against the token machine
-    inside ``decode_windows``), and the section tabulates and plots their windows."""
-    from wasmformer.bench import _measure_scaling, plot_scaling, render_scaling
+    """A short scaling run: both engines and the fast engine's scan baseline decode sum_to
+    (checked against the token machine inside ``decode_windows``), and the section
+    tabulates (fast / torch, fast / fast-scan) and plots their windows."""
+    from wasmformer.bench import SCALED, _measure_scaling, plot_scaling, render_scaling, scaled
 
-    scaling = {e: _measure_scaling(e, 450, [32, 64]) for e in ("torch", "fast")}
+    assert scaled(("reference", "fast")) == ("fast", "fast-scan") and scaled(SCALED) == SCALED
+    scaling = {e: _measure_scaling(e, 450, [32, 64]) for e in SCALED}
     for d in scaling.values():
         assert d["marks"][-1] > 64 and d["prompt"] + d["marks"][-1] <= 450
         assert all(b >= a for a, b in zip(d["times"], d["times"][1:], strict=False))
     lines = render_scaling(scaling, "s.png")
+    assert any("fast / torch | fast / fast-scan |" in line for line in lines)
     rows = [line for line in lines if line.startswith("| ") and ".." in line]
-    assert len(rows) == 3 and all(row.endswith("x |") for row in rows)
+    assert len(rows) == 3 and all(row.count("x |") == 2 for row in rows)
     assert plot_scaling(scaling, tmp_path / "s.png") and (tmp_path / "s.png").stat().st_size > 1000
 
 

@@ -206,14 +206,16 @@ def measure_program(name: str, engines: tuple[str, ...], per_run_timeout: float,
     return row
 
 
-# The sum_to sweep: the fast engine out to 2**18 positions (~260K trace tokens, ~1.5 minutes
-# of CPU time at ~3-4K tokens/s; 2**20 would cost ~5 minutes but its per-position arrays
-# outgrew a 24 GB machine shared with other work: ~10 GB RSS by ~500K positions); the torch
-# engine decodes the same stream's first TORCH_SCALING_TOKENS tokens (O(n) per token: ~2
-# minutes of CPU time), both checked token by token against the token machine.
-SCALING_POSITIONS = 2**18
+# The sum_to sweep: the fast engine out to 2**20 positions (~1M trace tokens, ~3-4 minutes
+# of CPU time at ~5K tokens/s, ~2.2 KB per position); the torch engine decodes the same
+# stream's first TORCH_SCALING_TOKENS tokens (O(n) per token: ~2 minutes of CPU time), and
+# the fast decoder without its hulls (every lookup a scan: O(n) per token) its first
+# SCAN_SCALING_TOKENS (~5 minutes); all checked token by token against the token machine.
+SCALING_POSITIONS = 2**20
 TORCH_SCALING_TOKENS = 4096
+SCAN_SCALING_TOKENS = 2**15
 QUICK_SCALING_POSITIONS = 1024
+SCALED = ("torch", "fast", "fast-scan")  # the scaling sweep's decoders (``scaling.decoder_for``)
 
 
 def _measure_scaling(engine: str, positions: int, marks: list[int],
@@ -235,12 +237,12 @@ def measure_scaling(engines: tuple[str, ...], quick: bool, per_run_timeout: floa
     Both engines decode the same stream and share the window marks (powers of two, and
     where torch stops), so their rows compare like for like."""
     positions = QUICK_SCALING_POSITIONS if quick else SCALING_POSITIONS
-    stops = {} if quick else {"torch": TORCH_SCALING_TOKENS}
+    stops = {} if quick else {"torch": TORCH_SCALING_TOKENS, "fast-scan": SCAN_SCALING_TOKENS}
     marks = sorted({2**k for k in range(6, 21)} | set(stops.values()))
     timeout = max(per_run_timeout, SCALING_TIMEOUT)  # one run is a whole sweep
     out = {}
-    for e in engines:
-        if e in ("torch", "fast"):
+    for e in scaled(engines):
+        if e in SCALED:
             if progress:
                 progress(f"scaling: {e} engine")
             out[e] = _isolated(_measure_scaling, e, positions, marks, stops.get(e),
@@ -248,6 +250,11 @@ def measure_scaling(engines: tuple[str, ...], quick: bool, per_run_timeout: floa
             if done:
                 done()
     return out
+
+
+def scaled(engines: tuple[str, ...]) -> tuple[str, ...]:
+    """The scaling sweep's decoders for ``engines``: fast brings its scan baseline."""
+    return tuple(e for e in SCALED if e in engines or (e == "fast-scan" and "fast" in engines))
 
 
 def _windows(d: dict) -> list[tuple[int, int, float]]:
@@ -262,13 +269,18 @@ def _windows(d: dict) -> list[tuple[int, int, float]]:
 
 def render_scaling(scaling: dict, plot: str | None) -> list[str]:
     ok = {e: d for e, d in scaling.items() if "times" in d}
+    ratios = [e for e in ("torch", "fast-scan") if e in ok and "fast" in ok]
     lines = ["", "## Scaling: tokens/s against trace length", "",
              "`sum_to(n)` (a wat loop the universal graph covers; n the largest whose stream "
              "fits the positions) decoded greedily by each transformer engine's decoder on the "
              "smallest model proven for the positions it decodes, every token checked against "
              "the reference token machine; tokens/s per window of positions, on one thread, in "
              "the process's CPU time (the machine is shared). The torch engine decodes the "
-             "same stream's first tokens only (its KV cache costs O(n) per token)."]
+             "same stream's first tokens only (its KV cache costs O(n) per token), and so does "
+             "fast-scan: the fast engine's own compiled loop and model with its hulls and "
+             "position formulas off, every lookup a scan over every cached key (the model's "
+             "attention, O(n) per token): fast / fast-scan is what the hull cache buys, "
+             "which O(n / log n) says grows with the trace."]
     for e, d in scaling.items():
         if "note" in d:
             lines += ["", f"{e}: {d['note']}"]
@@ -279,9 +291,9 @@ def render_scaling(scaling: dict, plot: str | None) -> list[str]:
         f"{e}: {d['marks'][-1]:,} trace tokens in {d['times'][-1]:,.2f} s of CPU time "
         f"({d['marks'][-1] / d['times'][-1]:,.0f} tokens/s), prefill {d['prefill']:.2f} s"
         for e, d in ok.items()),
-        "", "| positions | " + " | ".join(f"{e} tokens/s" for e in ok)
-        + (" | fast / torch |" if {"torch", "fast"} <= set(ok) else " |"),
-        "|---|" + "---:|" * (len(ok) + ({"torch", "fast"} <= set(ok)))]
+        "", "| positions | " + " | ".join(f"{e} tokens/s" for e in ok) + " | "
+        + "".join(f"fast / {e} | " for e in ratios),
+        "|---|" + "---:|" * (len(ok) + len(ratios))]
     # windows keyed by their first position: the engines share marks, so equal keys are
     # equal windows; the longest run gives the rows
     windows = {e: {lo: (hi, rate) for lo, hi, rate in _windows(d)} for e, d in ok.items()}
@@ -289,13 +301,16 @@ def render_scaling(scaling: dict, plot: str | None) -> list[str]:
     for lo, (hi, _) in sorted(longest.items()):
         rates = {e: w[lo][1] for e, w in windows.items() if lo in w and w[lo][0] == hi}
         cells = [f"{lo:,}..{hi:,}"] + [_fmt(rates.get(e)) for e in ok]
-        if {"torch", "fast"} <= set(ok):
-            cells.append(f"{rates['fast'] / rates['torch']:,.0f}x"
-                         if "torch" in rates and "fast" in rates else "–")
+        cells += [f"{rates['fast'] / rates[e]:,.1f}x" if e in rates and "fast" in rates
+                  else "–" for e in ratios]
         lines.append("| " + " | ".join(cells) + " |")
     if plot:
         lines += ["", f"![{plot}]({plot})"]
     return lines
+
+
+_CACHES = {"fast": "hull cache", "fast-scan": "same loop, every lookup a scan",
+           "torch": "KV cache"}
 
 
 def plot_scaling(scaling: dict, target: Path) -> bool:
@@ -311,7 +326,7 @@ def plot_scaling(scaling: dict, target: Path) -> bool:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for e, w in ok.items():
         ax.plot([hi for _, hi, _ in w], [r for _, _, r in w], marker="o",
-                label=f"{e} ({'hull cache' if e == 'fast' else 'KV cache'})")
+                label=f"{e} ({_CACHES[e]})")
     _save_loglog(fig, ax, target, "position (prompt + trace tokens)",
                  "tokens / s (CPU time, one thread)",
                  "Decoding speed against trace length (sum_to)")
@@ -457,7 +472,7 @@ def run_bench(out_dir: Path, *, quick: bool = False, engines: tuple[str, ...] | 
     names = names or suite(quick)
     started = time.perf_counter()
     rows = []
-    steps = len(names) + (with_scaling and sum(e in ("torch", "fast") for e in engines))
+    steps = len(names) + (with_scaling and len(scaled(engines)))
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / "BENCHMARKS.md"
 

@@ -63,15 +63,14 @@ def decoder_for(engine: str, positions: int):
     with its hulls switched off (the same compiled loop, every lookup a scan)."""
     from .engine import bucket_for, fast_model, universal_model
     from .engine.decoders import FastDecoding, TorchDecoding
+    from .engine.models import BUCKETS, FAST_BUCKETS
 
-    bucket = bucket_for(positions)
+    bucket = bucket_for(positions, FAST_BUCKETS if engine.startswith("fast") else BUCKETS)
     if bucket is None:
         raise ValueError(f"{positions} positions: over the proven buckets")
     if engine in ("fast", "fast-scan"):
-        decoder = FastDecoding(universal_model(bucket))
-        if engine == "fast-scan":  # every lookup by the model's own attention over all keys
-            decoder.fast._field("usable")[:] = False
-        return decoder
+        # fast-scan: every lookup by the model's own attention over all keys
+        return FastDecoding(universal_model(bucket), hulls=engine == "fast")
     return TorchDecoding(fast_model(bucket))
 
 
