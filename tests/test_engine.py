@@ -236,6 +236,28 @@ def test_token_budget_stops_and_cuts_the_stream(model, engine: str) -> None:
         inst.invoke("gcd", [1, 1], engine=engine)
 
 
+def test_a_stream_stops_before_it_runs_out_of_memory(monkeypatch) -> None:
+    """The fast engine stops a stream, as a budget does, when going on would leave the
+    machine less than ``MEMORY_RESERVE`` bytes (here: a machine that pretends to have
+    almost none left), and says so; the decoder's estimate grows with the positions and
+    counts a doubling's copy."""
+    from wasmformer.engine import session as session_module
+
+    inst = wasmformer.load(COUNTER)
+    monkeypatch.setattr(session_module, "memory_available",
+                        lambda: session_module.MEMORY_RESERVE + 1000)
+    with pytest.raises(BudgetExceeded, match=r"memory: .* positions decoded; going on needs"):
+        inst.invoke("gcd", [12, 18], engine="fast")
+    decoder = inst.session.decoder.fast
+    here, room = decoder.length, decoder.capacity
+    within = decoder.memory_needed(here + 10)
+    assert 0 < within < decoder.memory_needed(here + 20)
+    assert decoder.memory_needed(room + 1) > decoder.memory_needed(room) + 1000
+    assert decoder.memory_needed(here) == 0
+    monkeypatch.setattr(session_module, "memory_available", lambda: None)  # not Linux
+    assert wasmformer.load(COUNTER).invoke("gcd", [12, 18], engine="fast") == [6]
+
+
 def test_engines_are_not_mixed_on_one_instance(model) -> None:
     inst = wasmformer.load(COUNTER)
     inst.invoke("poly", [2, 1])  # reference first: the torch prompt starts from this state

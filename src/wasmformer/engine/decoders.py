@@ -43,6 +43,11 @@ class Decoder(Protocol):
         start..stop-1: its key row ``score_row`` and its value rows ``value_rows``."""
         ...
 
+    def memory_needed(self, positions: int) -> int:
+        """Bytes of memory the decoder would add to hold ``positions`` positions (an
+        estimate; 0 where it does not know)."""
+        ...
+
 
 class TorchDecoding:
     """Greedy decoding with the torch module's KV cache."""
@@ -69,6 +74,9 @@ class TorchDecoding:
     def truncate(self, length: int) -> None:
         """Forget the tokens from ``length`` on (the cache's later entries are overwritten)."""
         self.length = min(self.length, length)
+
+    def memory_needed(self, positions: int) -> int:
+        return 0  # not estimated: the torch engine's streams are short on a CPU
 
     def rows(self, layer: int, head: int, score_row: int, value_rows: list[int], start: int,
              stop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -118,6 +126,9 @@ class FastDecoding:
         """A hull only grows: going back means a fresh decoder (the session feeds again)."""
         if length < self.fast.length:
             self.fast = FastDecoder(self.model, hulls=self.hulls)
+
+    def memory_needed(self, positions: int) -> int:
+        return self.fast.memory_needed(positions)
 
     def rows(self, layer: int, head: int, score_row: int, value_rows: list[int], start: int,
              stop: int) -> tuple[np.ndarray, np.ndarray]:

@@ -241,6 +241,20 @@ class FastDecoder:
             check_runtime(torch.float64, self.length + 1, self.max_len)  # raises
         return new
 
+    def memory_needed(self, positions: int) -> int:
+        """Bytes the compiled loop's state would add to hold ``positions`` positions: the
+        new positions' keys and value rows, and, when that doubles its arrays, a copy of the
+        largest store's used part (a doubling copies one store at a time). The hull chains'
+        points (a few dozen bytes per position at most) are not counted; 0 for the numpy
+        form."""
+        if self.state is None or positions <= self.length:
+            return 0
+        per_store = _bytes_per_position(dict(zip(_state_fields(), self.state, strict=True)))
+        need = sum(per_store) * (positions - self.length)
+        if positions > self.capacity:
+            need += max(per_store) * self.length
+        return need
+
     def _reserve(self, positions: int) -> None:
         """Grow the per-position arrays (doubling, up to max_len) to hold ``positions``."""
         if positions <= self.capacity:
@@ -426,6 +440,24 @@ def _grow_state(fields: dict, old: int, new: int) -> None:
         (heads[h, 10], old * heads[h, 1], new * heads[h, 1]) for h in keyed])
     heads[keyed, 10] = offsets
     fields["heads"] = heads
+
+
+def _state_fields() -> tuple[str, ...]:
+    from .kernel import STATE_FIELDS
+    return STATE_FIELDS
+
+
+def _bytes_per_position(fields: dict) -> list[int]:
+    """Per store of the packed state (the keys, then each value store): the bytes it keeps
+    per position."""
+    heads = fields["heads"]
+    lookups = heads[:, 1] > 0
+    keyed = lookups & (fields["pform"][:heads.shape[0], 0] == 0)
+    out = [int(heads[keyed, 1].sum()) * fields["keys"].itemsize]
+    for kind, name in enumerate(_STORES):
+        mine = lookups & (heads[:, 9] == kind)
+        out.append(int(heads[mine, 5].sum()) * fields[name].itemsize)
+    return out
 
 
 def _grow_full_chains(fields: dict) -> bool:

@@ -52,6 +52,19 @@ OUTPUT = frozenset(range(vocab.STDOUT, vocab.NAMED))  # out:XX and err:XX
 # (the engine splices it before the CALL enters the cache: host.py).
 STOPS = ENDINGS | OUTPUT | {CALL}
 ENGINES = ("torch", "fast")
+MEMORY_RESERVE = 256 * 2**20  # bytes a stream leaves the machine (``Session.check_memory``)
+
+
+def memory_available() -> int | None:
+    """The machine's available memory in bytes (Linux: MemAvailable), None elsewhere."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 @dataclass
@@ -199,6 +212,19 @@ class Session:
             code_start = self.stream.index(vocab.tok("CODE")) + 4  # section token, count(3)
             self.host = HostCalls(self.instance, self.fused, self.machine, code_start)
         return self.host.splice(decoder)
+
+    def check_memory(self, positions: int) -> None:
+        """Stop (as a budget does) before the decoder's caches would take the machine's
+        last ``MEMORY_RESERVE`` bytes: a runaway program on a long model ends with a message,
+        not the kernel's OOM kill."""
+        available = memory_available()
+        if available is None or self.decoder is None:
+            return
+        need = self.decoder.memory_needed(positions)
+        if need and available - need < MEMORY_RESERVE:
+            self.stop(f"memory: {len(self.stream):,} positions decoded; going on needs "
+                      f"~{need / 2**20:,.0f} MiB more and {available / 2**20:,.0f} MiB are "
+                      "available (the fast engine keeps ~2.2 KB per position)")
 
     def stop(self, message: str) -> None:
         self.cut = message
@@ -348,6 +374,7 @@ class _Run:
         chunk = session.fit(len(session.stream)).chunk
         if self.max_tokens is not None:
             chunk = min(chunk, self.max_tokens - done)
+        session.check_memory(len(session.stream) + chunk)
         new = session.generate(min(limit, chunk), stops)
         if self.first_at is None:
             self.first_at = time.perf_counter()
