@@ -110,3 +110,9 @@ def test_the_scan_baseline_scans_every_lookup_and_gives_the_trace():
             assert decoder.fast.scans == 0
         else:  # every lookup head, at every position after the first
             assert decoder.fast.scans >= len(prompt) + len(trace) - 2
+
+
+def test_bench_refuses_an_unknown_program(tmp_path):
+    proc = wasmformer("bench", "-o", str(tmp_path), "--program", "nope")
+    assert_one_clean_line(proc, 2, "unknown example 'nope' (examples: hello, exitcode")
+    assert not (tmp_path / "BENCHMARKS.md").exists()

@@ -459,7 +459,7 @@ def plot_rates(rows: list[ProgramRow], engines: tuple[str, ...], target: Path) -
 
 
 def run_bench(out_dir: Path, *, quick: bool = False, engines: tuple[str, ...] | None = None,
-              per_run_timeout: float = 900.0, names: list[str] | None = None,
+              per_run_timeout: float = 3600.0, names: list[str] | None = None,
               with_scaling: bool = True) -> Path:
     """Measure the suite (or ``names``) and the scaling of the transformer engines; write
     ``out_dir/BENCHMARKS.md`` and its plots."""

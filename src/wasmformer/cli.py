@@ -330,8 +330,12 @@ def bench(
     out_dir: Path = typer.Option(Path("."), "--out-dir", "-o", help="Where BENCHMARKS.md goes."),
     quick: bool = typer.Option(False, "--quick", help="Only the short examples (CI)."),
     engine: list[str] = typer.Option(None, "--engine", help="Engines to measure (default: all)."),
-    per_run_timeout: float = typer.Option(900.0, "--per-run-timeout", min=1.0,
-                                          help="Seconds before one measurement is abandoned."),
+    per_run_timeout: float = typer.Option(3600.0, "--per-run-timeout", min=1.0,
+                                          help="Seconds before one measurement is abandoned "
+                                          "(sudoku's fast run takes ~20 minutes here)."),
+    program: list[str] = typer.Option(None, "--program", help="Only these examples (names "
+                                      "from examples/MANIFEST.toml), without the scaling "
+                                      "sweep."),
     determinism: bool = typer.Option(
         False, "--determinism", help="Only the determinism check: the fast engine against the "
         "token machine, token for token; rewrites BENCHMARKS.md's Determinism section."),
@@ -362,8 +366,15 @@ def bench(
     if unknown:
         raise InputError(f"unknown or unavailable engine '{unknown[0]}' "
                          f"(available: {', '.join(api.ENGINES)})")
+    from .bench import suite
+
+    known = suite(False)
+    missing = [name for name in program or () if name not in known]
+    if missing:
+        raise InputError(f"unknown example '{missing[0]}' (examples: {', '.join(known)})")
     target = run_bench(out_dir, quick=quick, engines=tuple(engine) if engine else None,
-                       per_run_timeout=per_run_timeout)
+                       per_run_timeout=per_run_timeout, names=list(program or ()) or None,
+                       with_scaling=not program)
     err_console.print(f"wrote {target}", markup=False)
 
 
