@@ -249,7 +249,8 @@ class FastDecoder:
         form."""
         if self.state is None or positions <= self.length:
             return 0
-        per_store = _bytes_per_position(dict(zip(_state_fields(), self.state, strict=True)))
+        from .kernel import STATE_FIELDS
+        per_store = _bytes_per_position(dict(zip(STATE_FIELDS, self.state, strict=True)))
         need = sum(per_store) * (positions - self.length)
         if positions > self.capacity:
             need += max(per_store) * self.length
@@ -442,11 +443,6 @@ def _grow_state(fields: dict, old: int, new: int) -> None:
     fields["heads"] = heads
 
 
-def _state_fields() -> tuple[str, ...]:
-    from .kernel import STATE_FIELDS
-    return STATE_FIELDS
-
-
 def _bytes_per_position(fields: dict) -> list[int]:
     """Per store of the packed state (the keys, then each value store): the bytes it keeps
     per position."""
@@ -584,10 +580,7 @@ def hull_sides(decoder: FastDecoder, n_heads: int) -> np.ndarray:
     wte, wpe = decoder.wte, decoder.wpe
     alike = (wte == wte[:1]).all(axis=0) & (wpe == 0).all(axis=1)
     sides = np.ones((n_heads, 2), dtype=np.bool_)
-    heads = [(layer, head, ~written & alike) for layer, written
-             in zip(decoder.layers, _written_before(decoder), strict=True)
-             for head in layer.heads]
-    for i, (layer, head, constant) in enumerate(heads):
+    for i, (layer, head, constant) in enumerate(_heads_reading(decoder, alike)):
         if head.q.stop - head.q.start not in (2, 3):  # no hull
             continue
         row = layer.projection[[head.q.start + 1]]  # the query's y weight b
@@ -608,15 +601,13 @@ def positional_keys(decoder: FastDecoder) -> np.ndarray:
     y(p) likewise, with integer coefficients; else zeros. Such a head (a position-keyed one:
     a window, a record field) keeps no keys and no hull: its winner is the peak of a
     quadratic in the position (``kernel._positional_argmax``). Proven from the weights: its
-    key rows read only residual dims that every token embeds alike and no layer writes, so
-    they hold wte[0] + wpe [p, p**2] at every layer; the loop still checks every key it
+    key rows read only residual dims that every token embeds alike and no earlier layer
+    writes, so they hold wte[0] + wpe [p, p**2] there; the loop still checks every key it
     computes against the formula. The key values must stay below 2**62 for every position
     of the model (exact int64 in the loop)."""
     wte, wpe = decoder.wte, decoder.wpe
     alike = (wte == wte[:1]).all(axis=0)
-    heads = [(layer, head, ~written & alike) for layer, written
-             in zip(decoder.layers, _written_before(decoder), strict=True)
-             for head in layer.heads]
+    heads = _heads_reading(decoder, alike)
     out = np.zeros((len(heads), 7), dtype=np.int64)
     top = Fraction(decoder.max_len - 1)
     for i, (layer, head, static) in enumerate(heads):
@@ -639,17 +630,18 @@ def positional_keys(decoder: FastDecoder) -> np.ndarray:
     return out
 
 
-def _written_before(decoder: FastDecoder) -> list[np.ndarray]:
-    """Per layer, the residual dims some head output or FFN unit of an earlier layer writes
-    (what that layer's heads read is the embedding elsewhere: the compiler reuses a freed
-    dim for a later feature, so a dim written later may still be static when read)."""
+def _heads_reading(decoder: FastDecoder, embedded: np.ndarray) -> list[tuple]:
+    """(layer, head, static) per head in the compiled loop's order: ``static`` marks the
+    residual dims that hold their embedding (``embedded`` ones: the caller's condition on
+    wte/wpe) when the head reads them, i.e. that no earlier layer's head output or FFN unit
+    writes (the compiler reuses a freed dim for a later feature, so a dim written later may
+    still be static when read)."""
     written = np.zeros(decoder.wte.shape[1], dtype=bool)
-    before = []
+    out = []
     for layer in decoder.layers:
-        before.append(written.copy())
-        written |= np.diff(layer.out.indptr) > 0
-        written |= np.diff(layer.down.indptr) > 0
-    return before
+        out += [(layer, head, embedded & ~written) for head in layer.heads]
+        written = written | (np.diff(layer.out.indptr) > 0) | (np.diff(layer.down.indptr) > 0)
+    return out
 
 
 def _numpy(w: torch.Tensor) -> np.ndarray:

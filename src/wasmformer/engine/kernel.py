@@ -314,7 +314,9 @@ def _positional_argmax(h, q, n, pform, maxabs, margins, int_scores):
         return -1
     c2_exact = a * pform[h, 3] + b * pform[h, 6]
     if c2_exact < 0:  # concave: from the vertex estimate to the peak
-        vertex = -c1 / (2.0 * c2)
+        # (the float c2 of a negative c2_exact is below 0 unless it rounded to 0: then start
+        # from 0, the climb below finds the peak all the same)
+        vertex = -c1 / (2.0 * c2) if c2 < 0.0 else 0.0
         j = 0 if vertex <= 0.0 else last if vertex >= last else np.int64(round(vertex))
         s = _positional_score(pform, h, a, b, j)
         while j < last and _positional_score(pform, h, a, b, j + 1) > s:
