@@ -95,7 +95,7 @@ def test_scaling_measures_both_transformer_engines(tmp_path):
 
 
 def test_the_scan_baseline_scans_every_lookup_and_gives_the_trace():
-    """``scaling.decoder_for("fast-scan")`` (benchmarks/hull_vs_scan.py): the fast decoder
+    """``scaling.decoder_for("fast-scan")`` (the bench's scan baseline): the fast decoder
     with its hulls off answers every lookup by the model's own attention over all keys,
     and still decodes the token machine's trace."""
     from wasmformer.scaling import decoder_for, workload

@@ -63,9 +63,9 @@ def decoder_for(engine: str, positions: int):
     with its hulls switched off (the same compiled loop, every lookup a scan)."""
     from .engine import bucket_for, fast_model, universal_model
     from .engine.decoders import FastDecoding, TorchDecoding
-    from .engine.models import BUCKETS, FAST_BUCKETS
+    from .engine.models import engine_buckets
 
-    bucket = bucket_for(positions, FAST_BUCKETS if engine.startswith("fast") else BUCKETS)
+    bucket = bucket_for(positions, engine_buckets(engine))
     if bucket is None:
         raise ValueError(f"{positions} positions: over the proven buckets")
     if engine in ("fast", "fast-scan"):

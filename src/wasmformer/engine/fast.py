@@ -172,6 +172,8 @@ class FastDecoder:
         self.pending: int | None = None  # predicted, not yet appended
         self.best: int | None = None  # the argmax after the last appended token
         self.state = _pack(self, self.capacity) if compiled else None
+        # per store (keys, then each value store): bytes per position (``memory_needed``)
+        self.store_bytes = _bytes_per_position(self._fields()) if compiled else []
 
     @property
     def compiled(self) -> bool:
@@ -249,11 +251,9 @@ class FastDecoder:
         form."""
         if self.state is None or positions <= self.length:
             return 0
-        from .kernel import STATE_FIELDS
-        per_store = _bytes_per_position(dict(zip(STATE_FIELDS, self.state, strict=True)))
-        need = sum(per_store) * (positions - self.length)
+        need = sum(self.store_bytes) * (positions - self.length)
         if positions > self.capacity:
-            need += max(per_store) * self.length
+            need += max(self.store_bytes) * self.length
         return need
 
     def _reserve(self, positions: int) -> None:
@@ -264,11 +264,10 @@ class FastDecoder:
         if new == old:
             return  # at max_len already: check_runtime refuses what does not fit
         if self.state is not None:
-            from .kernel import STATE_FIELDS
-            fields = dict(zip(STATE_FIELDS, self.state, strict=True))
+            fields = self._fields()
             self.state = None  # so that each old store is freed as soon as it is copied
             _grow_state(fields, old, new)
-            self.state = tuple(fields[n] for n in STATE_FIELDS)
+            self.state = tuple(fields.values())
         else:
             for layer in self.layers:
                 for head in layer.heads:
@@ -324,6 +323,12 @@ class FastDecoder:
         from .kernel import STATE_FIELDS
         return self.state[STATE_FIELDS.index(name)]
 
+    def _fields(self) -> dict[str, np.ndarray]:
+        """The compiled loop's packed state by name, in ``kernel.STATE_FIELDS``'s order (so
+        ``tuple(fields.values())`` packs it again)."""
+        from .kernel import STATE_FIELDS
+        return dict(zip(STATE_FIELDS, self.state, strict=True))
+
     def _check_status(self) -> None:
         """Stop with an error where a cached value broke its store's proven range: the
         token it fed is not returned (the model's weights do not match their claims)."""
@@ -340,10 +345,9 @@ class FastDecoder:
 
     def _grow_chains(self) -> None:
         """Double every hull chain that has no room for another point (``kernel.chains_full``)."""
-        from .kernel import STATE_FIELDS
-        fields = dict(zip(STATE_FIELDS, self.state, strict=True))
+        fields = self._fields()
         if _grow_full_chains(fields):
-            self.state = tuple(fields[n] for n in STATE_FIELDS)
+            self.state = tuple(fields.values())
 
     def _flush(self) -> None:
         if self.pending is not None:

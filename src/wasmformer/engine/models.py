@@ -216,6 +216,12 @@ def _write(target: Path, write) -> None:
         tmp.unlink(missing_ok=True)  # a read-only cache only costs a rebuild next time
 
 
+def engine_buckets(engine: str) -> tuple[int, ...]:
+    """The buckets an engine's streams use: the fast engine ("fast-scan", its scan
+    baseline, too) only the largest, the torch engine every one."""
+    return FAST_BUCKETS if engine.startswith("fast") else BUCKETS
+
+
 def bucket_for(positions: int, buckets: tuple[int, ...] = BUCKETS) -> int | None:
     """The smallest of ``buckets`` holding ``positions`` (None: over the largest)."""
     return next((b for b in buckets if b >= positions), None)

@@ -217,11 +217,9 @@ class Session:
         """Stop (as a budget does) before the decoder's caches would take the machine's
         last ``MEMORY_RESERVE`` bytes: a runaway program on a long model ends with a message,
         not the kernel's OOM kill."""
-        available = memory_available()
-        if available is None or self.decoder is None:
-            return
-        need = self.decoder.memory_needed(positions)
-        if need and available - need < MEMORY_RESERVE:
+        need = self.decoder.memory_needed(positions) if self.decoder is not None else 0
+        available = memory_available() if need else None
+        if available is not None and available - need < MEMORY_RESERVE:
             self.stop(f"memory: {len(self.stream):,} positions decoded; going on needs "
                       f"~{need / 2**20:,.0f} MiB more and {available / 2**20:,.0f} MiB are "
                       "available (the fast engine keeps ~2.2 KB per position)")
@@ -245,7 +243,7 @@ class Session:
         """A decoder proven for ``positions``: move to a larger bucket if needed."""
         if self.decoder is not None and positions <= self.decoder.max_len:
             return self.decoder
-        buckets = models.FAST_BUCKETS if self.engine == "fast" else BUCKETS
+        buckets = models.engine_buckets(self.engine)
         bucket = bucket_for(positions, buckets)
         if bucket is None:
             self.stop(f"the stream reached {positions:,} tokens, more than the "
@@ -259,13 +257,13 @@ class Session:
         return self.decoder  # the larger model reads the whole stream again
 
 
-
 def reference_limits() -> HostLimits:
     """The reference machine's limits that the engines' model agrees with (its call depth
     and memory cap): a token machine run with them is what an engine must reproduce."""
     limits = engine_limits(BUCKETS[-1])
     return HostLimits(max_call_depth=limits.call_depth_limit,
                       max_memory_pages=limits.memory_page_limit)
+
 
 TorchSession = Session  # its first name: the torch engine's session
 

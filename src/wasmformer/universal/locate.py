@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from wasmformer.graph import Graph, Linear, Node, Range, as_linear
-from wasmformer.graph.functions import step
+from wasmformer.graph.functions import clamp, step
 from wasmformer.machine.prompt import CODE_RECORD
 
 from .limits import Limits
@@ -112,9 +112,7 @@ def bounded_x(g: Graph, name: str, x: Linear, limits: Limits) -> Node:
     either way, and unclamped it spans the positions, which would grow every key built
     from it, and so the lookups' scores, with max_len (docs/UNIVERSAL.md "Numerics and
     limits")."""
-    top = 256**limits.pc_bytes + 256**limits.pc_bytes // 2
-    return g.ffn(name, [(-1, ONE, ONE), (1, x + 1, ONE), (-1, x - top, ONE)],
-                 range=Range(-1, top, integer=True))
+    return clamp(g, x, -1, 256**limits.pc_bytes + 256**limits.pc_bytes // 2, name=name)
 
 
 def floor_record_start(g: Graph, window: Window, name: str, x: Linear, limits: Limits) -> Linear:

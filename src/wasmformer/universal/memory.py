@@ -38,8 +38,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from wasmformer.graph import Graph, Linear, LinearLike, Node, Range, as_linear
-from wasmformer.graph.functions import clamped_key, equals
+from wasmformer.graph import Graph, Linear, LinearLike, Node, as_linear
+from wasmformer.graph.functions import clamp, clamped_key, equals
 
 from . import units as U
 from .limits import SLOT_LIMIT, Limits
@@ -134,9 +134,7 @@ def memory(g: Graph, window: Window, anchor: Anchor, nxt: Record, cur: Record,
     # the query clamped to the keys' range too, in the layer of the key's clamp: only an
     # in-bounds read's bytes are used (below 2**bits: unchanged), and a query beyond the
     # keys would enlarge the scores by as much as a key beyond them (docs/UNIVERSAL.md)
-    reach = as_linear(address) + kk
-    query = g.ffn("mem.query", [(1, reach, ONE), (-1, reach - 2**bits, ONE)],
-                  range=Range(0, 2**bits, integer=True))
+    query = clamp(g, as_linear(address) + kk, 0, 2**bits, name="mem.query")
     found = g.lookup("mem_read", query=query, key=key, key_square=key_square,
                      values=[window.at(0, "byte"), window.at(0, "bit7")])
     z = as_linear(found.matched_key) - address - kk  # 0: a byte was written there
